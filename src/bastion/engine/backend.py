@@ -1,0 +1,95 @@
+"""The ``Backend`` protocol: the small surface through which the engine runs containers.
+
+The executor (``bastion.engine.executor``) drives a backend in this order for one plan::
+
+    setup(plan)                      # network and volumes; safe to call twice
+    populate_workspace(plan, tar)    # optional: exec mode copies the working tree in
+    for each service / step, as the DAG allows (several at once, from several threads):
+        start(plan, step)            # create + start the hardened container
+        for chunk in output(plan, step): ...   # raw bytes until the process exits
+        wait(plan, step) -> StepExit
+        remove(plan, step)           # safe if start failed or never ran
+    stop(plan, step)                 # on cancel / timeout / failure: fast; safe at any time
+    destroy(plan)                    # removes everything labelled with the run; safe always
+
+Every method may be called from a different thread than ``setup``; implementations must be
+thread-safe for different steps of the same plan. ``destroy`` and ``remove`` are idempotent
+and must succeed even when ``setup`` or ``start`` failed half way: cleanup is an invariant
+(containers, networks and volumes of a run are gone when it ends).
+
+``cleanup_stale`` removes resources of runs whose owning process is gone (a crash), so the
+next run, or ``bastion exec --cleanup``, leaves the host clean.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import IO, Protocol, runtime_checkable
+
+from bastion.engine.plan import Plan, StepPlan
+
+
+class BackendError(Exception):
+    """The backend could not do what was asked (engine unreachable, image missing, ...).
+
+    The message is shown to the user as is: it says what failed and what to do about it.
+    """
+
+
+@dataclass(frozen=True)
+class StepExit:
+    """How a step's process ended."""
+
+    exit_code: int
+    oom_killed: bool = False  # the memory limit was hit and the kernel killed the process
+    pids_limit_hit: bool = False  # fork() failed at least once because of the pids limit
+    killed: bool = False  # stopped by ``stop`` (cancel, timeout, failure: fast)
+    detail: str = ""  # anything else the backend learnt (shown next to the status)
+
+
+@dataclass(frozen=True)
+class CleanupReport:
+    containers: int = 0
+    networks: int = 0
+    volumes: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.containers + self.networks + self.volumes
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """Runs the containers of a plan. See the module docstring for the call order."""
+
+    name: str
+
+    def setup(self, plan: Plan) -> None:
+        """Create the per-run network and volumes. Idempotent."""
+
+    def populate_workspace(self, plan: Plan, archive: IO[bytes]) -> None:
+        """Extract a tar archive into the workspace volume before any step starts."""
+
+    def start(self, plan: Plan, step: StepPlan) -> None:
+        """Pull the image as the step's pull policy says, create and start its container."""
+
+    def output(self, plan: Plan, step: StepPlan) -> Iterator[bytes]:
+        """Yield the step's stdout and stderr, interleaved, until its process exits."""
+
+    def wait(self, plan: Plan, step: StepPlan) -> StepExit:
+        """Block until the step's process has exited and say how it ended."""
+
+    def stop(self, plan: Plan, step: StepPlan) -> None:
+        """Kill the step's process. Safe to call if it never started or already ended."""
+
+    def remove(self, plan: Plan, step: StepPlan) -> None:
+        """Remove the step's container. Safe to call if it never started. Idempotent."""
+
+    def destroy(self, plan: Plan) -> None:
+        """Remove every container, network and volume of the run. Idempotent, never raises
+        for resources that are already gone."""
+
+    def cleanup_stale(self, *, include_live: bool = False) -> CleanupReport:
+        """Remove resources of runs whose owner process is gone; with ``include_live``, of
+        every run on this host."""
