@@ -292,7 +292,7 @@ class Step(SpecModel):
     when: Conditions = Conditions()
     depends_on: StrTuple = ()
     detach: bool = False
-    failure: Literal["", "always", "ignore", "fast"] = ""
+    failure: Literal["", "fail", "ignore", "fast"] = ""
     privileged: bool = False
     pull: Literal["", "always", "never", "if-not-exists", "default"] = ""
     user: Annotated[str, BeforeValidator(_scalar_to_str)] = ""

@@ -1,0 +1,112 @@
+"""The ``bastion`` Typer application: command tree and the mapping of errors to exit codes."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.text import Text
+
+from bastion import __version__
+from bastion.cli.errors import EXIT_INVALID, CliError
+from bastion.cli.exec_cmd import ExecOptions, run_exec
+from bastion.cli.lint_cmd import OutputFormat, run_lint
+
+app = typer.Typer(
+    name="bastion",
+    help="Bastion: secure-by-default, Drone-compatible CI.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+_EVENTS = ("push", "pull_request", "tag", "promote", "rollback", "cron", "custom")
+
+
+@app.command("exec")
+def exec_command(
+    file: Annotated[Path, typer.Argument(help="pipeline file")] = Path(".drone.yml"),
+    pipeline: Annotated[str | None, typer.Option(help="run only this pipeline")] = None,
+    trusted: Annotated[
+        bool, typer.Option(help="treat the repository as trusted (privileged, host volumes...)")
+    ] = False,
+    secret: Annotated[
+        list[str] | None, typer.Option(help="a secret as NAME=VALUE; repeat for more")
+    ] = None,
+    secret_file: Annotated[
+        Path | None, typer.Option(help="a file of NAME=VALUE lines (dotenv syntax)")
+    ] = None,
+    event: Annotated[str, typer.Option(help="build event: " + ", ".join(_EVENTS))] = "push",
+    branch: Annotated[
+        str | None, typer.Option(help="branch (default: the checkout's, else main)")
+    ] = None,
+    ref: Annotated[str | None, typer.Option(help="git ref, e.g. refs/tags/v1.0.0")] = None,
+    repo: Annotated[str | None, typer.Option(help="repository as OWNER/NAME")] = None,
+    target: Annotated[str, typer.Option(help="deployment target (promote, rollback)")] = "",
+    cron: Annotated[str, typer.Option(help="cron job name (event cron)")] = "",
+    action: Annotated[str, typer.Option(help="event action, e.g. opened")] = "",
+    tag: Annotated[str, typer.Option(help="tag name (event tag)")] = "",
+    timeout: Annotated[float, typer.Option(help="pipeline timeout in seconds")] = 3600.0,
+    explain: Annotated[
+        bool, typer.Option(help="print the effective hardening and plan, run nothing")
+    ] = False,
+    cleanup: Annotated[
+        bool, typer.Option(help="remove leftovers of crashed runs and exit")
+    ] = False,
+) -> None:
+    """Run a .drone.yml locally in hardened, ephemeral Docker containers."""
+    if event not in _EVENTS:
+        raise CliError(f"--event {event!r}: use one of {', '.join(_EVENTS)}")
+    opts = ExecOptions(
+        file=file,
+        pipeline=pipeline,
+        trusted=trusted,
+        secrets=secret or [],
+        secret_file=secret_file,
+        event=event,
+        branch=branch,
+        ref=ref,
+        repo=repo,
+        target=target,
+        cron=cron,
+        action=action,
+        tag=tag,
+        timeout=timeout,
+        explain=explain,
+        cleanup=cleanup,
+    )
+    raise typer.Exit(run_exec(opts, Console(), Console(stderr=True)))
+
+
+@app.command("lint")
+def lint_command(
+    file: Annotated[Path, typer.Argument(help="pipeline file")] = Path(".drone.yml"),
+    trusted: Annotated[bool, typer.Option(help="lint as for a trusted repository")] = False,
+    output_format: Annotated[
+        OutputFormat, typer.Option("--format", help="text or json")
+    ] = OutputFormat.TEXT,
+) -> None:
+    """Print every problem of a .drone.yml; exit 2 if there is any."""
+    raise typer.Exit(run_lint(file, trusted=trusted, output=output_format))
+
+
+@app.command("version")
+def version_command() -> None:
+    """Print Bastion's version."""
+    typer.echo(f"bastion {__version__}")
+
+
+def main() -> None:
+    try:
+        app(standalone_mode=True)
+    except CliError as exc:
+        # The message may quote user input: print it as plain text, never as Rich markup.
+        Console(stderr=True).print(Text.assemble(("error: ", "red"), exc.message), soft_wrap=True)
+        sys.exit(exc.code)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,315 @@
+"""Run a compiled ``Plan`` on a ``Backend``: services, the step DAG, logs, limits, cleanup.
+
+Scheduling: services start first (detached); then a step starts as soon as every step it
+depends on is done (a detached dependency counts once it has started). Just before a step
+starts its ``when`` is evaluated against the pipeline status at that moment, which is how
+``when: {status: [failure]}`` steps run after a failure and ordinary steps are skipped.
+Each running step has a thread that streams its output through a ``MaskingStream`` (so no
+secret reaches the reporter) and waits for its exit.
+
+Stopping: a deadline (the plan's timeout) and a cancel event (Ctrl-C) are checked by the
+scheduling loop; either stops every running container and skips what has not started.
+Whatever happens (success, failure, timeout, cancel, a backend error, an exception in a
+reporter), ``Backend.destroy`` runs last and removes every container, network and volume of
+the run.
+"""
+
+from __future__ import annotations
+
+import codecs
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import IO, Protocol
+
+from bastion.engine.backend import Backend, BackendError, StepExit
+from bastion.engine.masking import SecretMasker
+from bastion.engine.plan import FailurePolicy, Plan, StepKind, StepPlan
+from bastion.engine.status import State
+from bastion.spec.conditions import MatchContext, explain_mismatch, when_matches
+
+
+@dataclass
+class StepResult:
+    name: str
+    kind: StepKind
+    state: State = State.PENDING
+    exit_code: int | None = None
+    started: float | None = None
+    finished: float | None = None
+    detail: str = ""
+
+    @property
+    def duration(self) -> float | None:
+        if self.started is None or self.finished is None:
+            return None
+        return self.finished - self.started
+
+
+@dataclass
+class RunResult:
+    pipeline: str
+    state: State
+    steps: list[StepResult] = field(default_factory=list)
+    reason: str = ""  # why the pipeline ended as it did, when not obvious from the steps
+    duration: float = 0.0
+
+    def step(self, name: str) -> StepResult:
+        return next(s for s in self.steps if s.name == name)
+
+
+class Reporter(Protocol):
+    """Receives what happens, already masked. Called from several threads."""
+
+    def step_started(self, step: StepPlan) -> None: ...
+
+    def step_output(self, step: StepPlan, text: str) -> None: ...
+
+    def step_finished(self, step: StepPlan, result: StepResult) -> None: ...
+
+
+class NullReporter:
+    def step_started(self, step: StepPlan) -> None:
+        pass
+
+    def step_output(self, step: StepPlan, text: str) -> None:
+        pass
+
+    def step_finished(self, step: StepPlan, result: StepResult) -> None:
+        pass
+
+
+class Executor:
+    """Runs one plan. Not reusable: create one per run."""
+
+    def __init__(
+        self,
+        backend: Backend,
+        masker: SecretMasker,
+        reporter: Reporter | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        poll_interval: float = 0.1,
+        stop_grace: float = 15.0,
+    ) -> None:
+        self.backend = backend
+        self.masker = masker
+        self.reporter: Reporter = reporter or NullReporter()
+        self.clock = clock
+        self.poll_interval = poll_interval
+        self.stop_grace = stop_grace
+        self._lock = threading.Condition()
+        self._results: dict[str, StepResult] = {}
+        self._started: set[str] = set()  # steps whose container has started (or failed to)
+        self._threads: list[threading.Thread] = []
+        self._stopping = False
+        self._stopped_steps: set[str] = set()
+
+    # -- public ----------------------------------------------------------------------------
+
+    def run(
+        self,
+        plan: Plan,
+        match: MatchContext,
+        *,
+        workspace: IO[bytes] | None = None,
+        cancel: threading.Event | None = None,
+    ) -> RunResult:
+        cancel = cancel or threading.Event()
+        begin = self.clock()
+        deadline = begin + plan.timeout
+        result = RunResult(plan.pipeline, State.RUNNING)
+        for step in plan.all_steps():
+            self._results[step.name] = StepResult(step.name, step.kind)
+        try:
+            self.backend.setup(plan)
+            if workspace is not None:
+                self.backend.populate_workspace(plan, workspace)
+            for service in plan.services:
+                self._launch(plan, service)
+            reason = self._schedule(plan, match, deadline, cancel)
+            result.reason = reason
+        except BackendError as exc:
+            result.reason = str(exc)
+            result.state = State.ERROR
+        finally:
+            self._teardown(plan)
+            result.duration = self.clock() - begin
+        result.steps = [self._results[s.name] for s in plan.all_steps()]
+        if result.state is not State.ERROR:
+            result.state = self._pipeline_state(plan, result.reason, cancel)
+        return result
+
+    # -- scheduling ------------------------------------------------------------------------
+
+    def _pipeline_failing(self, plan: Plan) -> bool:
+        for step in plan.steps:
+            r = self._results[step.name]
+            if r.state.failed and step.failure is not FailurePolicy.IGNORE and not step.detach:
+                return True
+        return any(self._results[s.name].state is State.ERROR for s in plan.services)
+
+    def _ready(self, step: StepPlan, plan: Plan) -> bool:
+        for dep in step.depends_on:
+            dep_step = plan.step(dep)
+            if dep_step.detach:
+                if dep not in self._started:
+                    return False
+            elif not self._results[dep].state.done:
+                return False
+        return True
+
+    def _schedule(
+        self, plan: Plan, match: MatchContext, deadline: float, cancel: threading.Event
+    ) -> str:
+        pending = list(plan.steps)
+        with self._lock:
+            while True:
+                if cancel.is_set():
+                    self._stop_all(plan, "cancelled")
+                    self._skip(pending, "the run was cancelled")
+                    return "cancelled"
+                if self.clock() >= deadline:
+                    self._stop_all(plan, "timed out")
+                    self._skip(pending, "the pipeline timed out")
+                    return f"timed out after {plan.timeout:g} s"
+                failing = self._pipeline_failing(plan)
+                for step in list(pending):
+                    if not self._ready(step, plan):
+                        continue
+                    pending.remove(step)
+                    ctx = replace(match, status="failure" if failing else "success")
+                    if not when_matches(step.when, ctx):
+                        r = self._results[step.name]
+                        r.state = State.SKIPPED
+                        r.detail = explain_mismatch(step.when, ctx, for_step=True) or ""
+                        self._lock.notify_all()
+                        self.reporter.step_finished(step, r)
+                        continue
+                    self._launch(plan, step)
+                if not pending and all(
+                    self._results[s.name].state.done or s.detach for s in plan.steps
+                ):
+                    return ""
+                self._lock.wait(self.poll_interval)
+
+    def _skip(self, steps: list[StepPlan], why: str) -> None:
+        for step in steps:
+            r = self._results[step.name]
+            r.state = State.SKIPPED
+            r.detail = why
+            self.reporter.step_finished(step, r)
+        steps.clear()
+
+    def _launch(self, plan: Plan, step: StepPlan) -> None:
+        r = self._results[step.name]
+        r.state = State.RUNNING
+        r.started = self.clock()
+        thread = threading.Thread(
+            target=self._run_step, args=(plan, step), name=f"step-{step.name}", daemon=True
+        )
+        self._threads.append(thread)
+        thread.start()
+
+    def _run_step(self, plan: Plan, step: StepPlan) -> None:
+        r = self._results[step.name]
+        self.reporter.step_started(step)
+        exit_: StepExit | None = None
+        try:
+            self.backend.start(plan, step)
+            with self._lock:
+                self._started.add(step.name)
+                self._lock.notify_all()
+            stream = self.masker.stream()
+            decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+            for chunk in self.backend.output(plan, step):
+                text = stream.feed(decoder.decode(chunk))
+                if text:
+                    self.reporter.step_output(step, text)
+            tail = stream.feed(decoder.decode(b"", final=True)) + stream.flush()
+            if tail:
+                self.reporter.step_output(step, tail)
+            exit_ = self.backend.wait(plan, step)
+        except BackendError as exc:
+            with self._lock:
+                self._started.add(step.name)
+                r.state = State.ERROR
+                r.detail = self.masker.mask(str(exc))
+        except Exception as exc:  # a bug must not leave the run hanging: end the step
+            with self._lock:
+                self._started.add(step.name)
+                r.state = State.ERROR
+                r.detail = self.masker.mask(f"internal error: {exc!r}")
+        with self._lock:
+            r.finished = self.clock()
+            if exit_ is not None:
+                r.exit_code = exit_.exit_code
+                r.detail = exit_.detail
+                if exit_.killed or step.name in self._stopped_steps:
+                    r.state = State.KILLED
+                elif exit_.exit_code == 0:
+                    r.state = State.SUCCESS
+                else:
+                    r.state = State.FAILURE
+                if exit_.oom_killed and not r.detail:
+                    r.detail = "killed: out of memory"
+            if (
+                r.state.failed
+                and step.failure is FailurePolicy.FAST
+                and step.kind is StepKind.STEP
+                and not self._stopping
+            ):
+                self._stop_all(plan, f"failure: fast after {step.name!r} failed")
+            self._lock.notify_all()
+        self.reporter.step_finished(step, r)
+        try:
+            self.backend.remove(plan, step)
+        except BackendError:
+            pass  # destroy() at the end removes anything left behind
+
+    def _stop_all(self, plan: Plan, why: str) -> None:
+        """Stop every running step (called with the lock held)."""
+        self._stopping = True
+        for step in plan.all_steps():
+            if self._results[step.name].state is State.RUNNING:
+                self._stopped_steps.add(step.name)
+                self._stop(plan, step)
+
+    def _stop(self, plan: Plan, step: StepPlan) -> None:
+        try:
+            self.backend.stop(plan, step)
+        except BackendError:
+            pass
+
+    # -- teardown --------------------------------------------------------------------------
+
+    def _teardown(self, plan: Plan) -> None:
+        with self._lock:
+            detached = [
+                s for s in plan.all_steps() if s.detach and self._results[s.name].state is State.RUNNING
+            ]
+        for step in detached:
+            self._stop(plan, step)
+        deadline = time.monotonic() + self.stop_grace
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        # Detached steps and services end when the pipeline does; that is not a failure.
+        with self._lock:
+            for step in detached:
+                r = self._results[step.name]
+                if r.state in {State.KILLED, State.RUNNING, State.FAILURE}:
+                    r.state = State.SUCCESS if r.state is not State.RUNNING else State.KILLED
+                    r.detail = r.detail or "stopped at the end of the pipeline"
+        try:
+            self.backend.destroy(plan)
+        except BackendError:
+            # Leftovers are labelled; the next run and `bastion exec --cleanup` remove them.
+            pass
+
+    def _pipeline_state(self, plan: Plan, reason: str, cancel: threading.Event) -> State:
+        if reason == "cancelled" or cancel.is_set():
+            return State.KILLED
+        if reason.startswith("timed out"):
+            return State.FAILURE
+        return State.FAILURE if self._pipeline_failing(plan) else State.SUCCESS

@@ -1,0 +1,288 @@
+"""Safe YAML loading with source positions, for hostile input.
+
+``.drone.yml`` files come from repositories, including forks: they are untrusted input. This
+loader turns YAML text into plain Python values (dict, list, str, int, float, bool, None) and
+a map from each value's YAML path to its line and column, while refusing:
+
+- files larger than ``MAX_BYTES``;
+- nesting deeper than ``MAX_DEPTH`` (PyYAML's composer is recursive: a few thousand ``[``
+  would otherwise end in a RecursionError), checked on the token stream before composing;
+- alias bombs ("billion laughs"): the size a document would have once every alias is
+  expanded is computed on the node graph, with memoisation, *before* anything is expanded;
+  recursive aliases are refused too;
+- more than ``MAX_DOCUMENTS`` documents.
+
+Anchors, aliases and ``<<`` merge keys work as in Drone's YAML (explicit keys win over merged
+ones). Duplicate keys are errors: YAML parsers disagree on which one wins. Scalars resolve with
+YAML 1.1 rules like Drone's Go parser (``on``/``yes`` are booleans); timestamps stay text. A
+line that is exactly ``...`` ends the file, as in Drone.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+from yaml.constructor import SafeConstructor
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+
+from bastion.spec.diagnostics import Diagnostic, Kind, format_path
+
+MAX_BYTES = 1 << 20
+MAX_DEPTH = 64
+MAX_NODES = 100_000
+MAX_DOCUMENTS = 64
+
+YamlPath = tuple[str | int, ...]
+
+_END_OF_STREAM = re.compile(r"^\.\.\.[ \t]*\r?$", re.MULTILINE)
+_OPENERS = (
+    yaml.BlockMappingStartToken,
+    yaml.BlockSequenceStartToken,
+    yaml.FlowMappingStartToken,
+    yaml.FlowSequenceStartToken,
+)
+_CLOSERS = (yaml.BlockEndToken, yaml.FlowMappingEndToken, yaml.FlowSequenceEndToken)
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+@dataclass(frozen=True)
+class Position:
+    line: int  # 1-based
+    column: int  # 1-based
+
+
+@dataclass
+class LoadedDocument:
+    index: int
+    value: Any
+    start: Position
+    positions: dict[YamlPath, Position] = field(default_factory=dict)
+
+    def locate(self, path: YamlPath) -> Position:
+        """The position of ``path``, or of its nearest ancestor that has one."""
+        for end in range(len(path), -1, -1):
+            pos = self.positions.get(path[:end])
+            if pos is not None:
+                return pos
+        return self.start
+
+
+class _LoadError(Exception):
+    def __init__(self, message: str, node: Node | None, kind: Kind, path: YamlPath = ()) -> None:
+        super().__init__(message)
+        self.message = message
+        self.node = node
+        self.kind = kind
+        self.path = path
+
+
+def _position(node: Node) -> Position:
+    return Position(node.start_mark.line + 1, node.start_mark.column + 1)
+
+
+def load_documents(
+    source: str | bytes, filename: str = ".drone.yml"
+) -> tuple[list[LoadedDocument], list[Diagnostic]]:
+    """Parse every YAML document of ``source``. On any error, no documents are returned."""
+
+    def problem(message: str, line: int = 1, column: int = 1, kind: Kind = Kind.LIMIT) -> Diagnostic:
+        return Diagnostic(message, file=filename, line=line, column=column, kind=kind)
+
+    if isinstance(source, bytes):
+        if len(source) > MAX_BYTES:
+            return [], [_too_large(filename, len(source))]
+        try:
+            text = source.decode("utf-8-sig")
+        except UnicodeDecodeError as exc:
+            line = source[: exc.start].count(b"\n") + 1
+            return [], [problem(f"the file is not valid UTF-8 ({exc.reason})", line, 1, Kind.SYNTAX)]
+    else:
+        text = source
+        if len(text.encode("utf-8")) > MAX_BYTES:
+            return [], [_too_large(filename, len(text.encode("utf-8")))]
+
+    end = _END_OF_STREAM.search(text)
+    if end is not None:
+        text = text[: end.start()]
+
+    try:
+        depth = 0
+        for token in yaml.scan(text, Loader=yaml.SafeLoader):
+            if isinstance(token, _OPENERS):
+                depth += 1
+                if depth > MAX_DEPTH:
+                    mark = token.start_mark
+                    return [], [
+                        problem(
+                            f"the YAML is nested deeper than {MAX_DEPTH} levels; a pipeline "
+                            "never needs that much - flatten the structure",
+                            mark.line + 1,
+                            mark.column + 1,
+                        )
+                    ]
+            elif isinstance(token, _CLOSERS):
+                depth -= 1
+        nodes = list(yaml.compose_all(text, Loader=yaml.SafeLoader))
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        what = " ".join(p for p in (exc.context, exc.problem) if p)
+        return [], [problem(f"invalid YAML: {what}", line, column, Kind.SYNTAX)]
+    except yaml.YAMLError as exc:
+        return [], [problem(f"invalid YAML: {exc}", kind=Kind.SYNTAX)]
+    except RecursionError:
+        return [], [problem(f"the YAML is nested deeper than {MAX_DEPTH} levels")]
+
+    nodes = [n for n in nodes if n is not None]
+    if len(nodes) > MAX_DOCUMENTS:
+        start = _position(nodes[MAX_DOCUMENTS])
+        return [], [
+            problem(
+                f"the file has {len(nodes)} YAML documents; at most {MAX_DOCUMENTS} are allowed",
+                start.line,
+                start.column,
+            )
+        ]
+
+    documents: list[LoadedDocument] = []
+    for index, node in enumerate(nodes):
+        converter = _Converter()
+        try:
+            converter.measure(node)
+            value = converter.convert(node, ())
+        except _LoadError as err:
+            pos = _position(err.node) if err.node is not None else _position(node)
+            return [], [
+                Diagnostic(
+                    err.message,
+                    file=filename,
+                    line=pos.line,
+                    column=pos.column,
+                    path=format_path(err.path),
+                    document=index,
+                    kind=err.kind,
+                )
+            ]
+        documents.append(LoadedDocument(index, value, _position(node), converter.positions))
+    return documents, []
+
+
+def _too_large(filename: str, size: int) -> Diagnostic:
+    return Diagnostic(
+        f"the file is {size} bytes; the limit is {MAX_BYTES} bytes - split it or remove "
+        "generated content",
+        file=filename,
+        kind=Kind.LIMIT,
+    )
+
+
+class _Converter:
+    """Turns one composed document into plain values, recording positions by path."""
+
+    def __init__(self) -> None:
+        self.positions: dict[YamlPath, Position] = {}
+        self._sizes: dict[int, int] = {}
+        self._constructor = SafeConstructor()
+
+    def measure(self, root: Node) -> None:
+        """Refuse alias bombs, recursive aliases and deep nesting before expanding anything."""
+        in_progress: set[int] = set()
+
+        def size(node: Node, depth: int) -> int:
+            key = id(node)
+            known = self._sizes.get(key)
+            if known is not None:
+                return known
+            if depth > MAX_DEPTH:
+                raise _LoadError(
+                    f"aliases nest the YAML deeper than {MAX_DEPTH} levels", node, Kind.LIMIT
+                )
+            if key in in_progress:
+                raise _LoadError("an alias refers to itself (recursive anchor)", node, Kind.LIMIT)
+            in_progress.add(key)
+            total = 1
+            if isinstance(node, SequenceNode):
+                for child in node.value:
+                    total += size(child, depth + 1)
+            elif isinstance(node, MappingNode):
+                for k, v in node.value:
+                    total += size(k, depth + 1) + size(v, depth + 1)
+            in_progress.discard(key)
+            if total > MAX_NODES:
+                raise _LoadError(
+                    f"expanding the aliases of this document would create more than {MAX_NODES}"
+                    " values (an alias bomb?); use fewer nested aliases",
+                    node,
+                    Kind.LIMIT,
+                )
+            self._sizes[key] = total
+            return total
+
+        size(root, 0)
+
+    def convert(self, node: Node, path: YamlPath) -> Any:
+        self.positions.setdefault(path, _position(node))
+        if isinstance(node, ScalarNode):
+            return self._scalar(node)
+        if isinstance(node, SequenceNode):
+            return [self.convert(child, (*path, i)) for i, child in enumerate(node.value)]
+        if isinstance(node, MappingNode):
+            return self._mapping(node, path)
+        raise _LoadError("unsupported YAML node", node, Kind.SYNTAX, path)  # pragma: no cover
+
+    def _scalar(self, node: ScalarNode) -> Any:
+        if node.tag.endswith((":timestamp", ":binary")):
+            return node.value
+        try:
+            return self._constructor.construct_object(node, deep=True)
+        except yaml.constructor.ConstructorError as exc:
+            raise _LoadError(f"invalid value: {exc.problem}", node, Kind.SYNTAX) from exc
+
+    def _key(self, node: Node, path: YamlPath) -> str:
+        if not isinstance(node, ScalarNode):
+            raise _LoadError("a mapping key must be a plain string", node, Kind.SCHEMA, path)
+        value = self._scalar(node)
+        if value is None:
+            return "null" if node.value else ""
+        if isinstance(value, bool):
+            # `on:` / `yes:` keys are read as booleans by YAML 1.1; use them as written.
+            return str(node.value)
+        return str(value)
+
+    def _merge_sources(self, node: Node, path: YamlPath) -> list[MappingNode]:
+        if isinstance(node, MappingNode):
+            return [node]
+        if isinstance(node, SequenceNode) and all(isinstance(n, MappingNode) for n in node.value):
+            return list(node.value)
+        raise _LoadError(
+            "a merge key (<<) must refer to a mapping or a list of mappings", node, Kind.SCHEMA, path
+        )
+
+    def _mapping(self, node: MappingNode, path: YamlPath) -> dict[str, Any]:
+        explicit: dict[str, Any] = {}
+        merged: dict[str, Any] = {}
+        for key_node, value_node in node.value:
+            if key_node.tag == _MERGE_TAG or (
+                isinstance(key_node, ScalarNode) and key_node.value == "<<" and key_node.style is None
+            ):
+                sources = self._merge_sources(value_node, path)
+                # With a list of mappings, earlier ones win (YAML merge key spec).
+                for source in reversed(sources):
+                    merged.update(self._mapping(source, path))
+                continue
+            key = self._key(key_node, path)
+            child = (*path, key)
+            if key in explicit:
+                raise _LoadError(
+                    f"duplicate key {key!r}: YAML parsers disagree on which value wins - "
+                    "keep one",
+                    key_node,
+                    Kind.SCHEMA,
+                    child,
+                )
+            self.positions[child] = _position(key_node)
+            explicit[key] = self.convert(value_node, child)
+        return {**merged, **explicit}
