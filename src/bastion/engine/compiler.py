@@ -41,6 +41,7 @@ from bastion.spec.dag import step_dependencies
 from bastion.spec.diagnostics import Diagnostic, Kind
 from bastion.spec.environ import (
     StageInfo,
+    SubstitutionError,
     build_environ,
     step_environ,
     substitute,
@@ -171,8 +172,7 @@ def compile_pipeline(
                 if name not in secrets:
                     hint = f" ({options.missing_secret_hint})" if options.missing_secret_hint else ""
                     problem(
-                        (*path, key.removeprefix("PLUGIN_").lower() if path[-1] == "settings"
-                         else key),
+                        (*path, key),
                         f"step {step!r} references secret {name!r}, which was not provided"
                         + hint,
                         Kind.RUNTIME,
@@ -182,7 +182,10 @@ def compile_pipeline(
                 secret_env.add(key)
                 used.add(name)
             else:
-                values[key] = substitute(value, build_env)
+                try:
+                    values[key] = substitute(value, build_env)
+                except SubstitutionError as exc:
+                    problem((*path, key), f"{key}: {exc}", Kind.SCHEMA)
         return values, secret_env, used
 
     pipeline_env, pipeline_secret_env, pipeline_used = resolve_env(
@@ -210,7 +213,11 @@ def compile_pipeline(
         secret_env = frozenset(
             (pipeline_secret_env - step_env.keys()) | step_secret_env | plugin_secret_env
         )
-        image = substitute(step.image, build_env)
+        try:
+            image = substitute(step.image, build_env)
+        except SubstitutionError as exc:
+            problem((*where, "image"), f"image: {exc}", Kind.SCHEMA)
+            image = step.image
         if step.commands:
             shell = _SHELLS.get(step.shell or "sh", step.shell or "/bin/sh")
             entrypoint: tuple[str, ...] | None = (shell, "-c")

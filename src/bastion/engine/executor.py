@@ -28,6 +28,7 @@ from bastion.engine.masking import SecretMasker
 from bastion.engine.plan import FailurePolicy, Plan, StepKind, StepPlan
 from bastion.engine.status import State
 from bastion.spec.conditions import MatchContext, explain_mismatch, when_matches
+from bastion.spec.environ import failure_environ
 
 
 @dataclass
@@ -104,6 +105,7 @@ class Executor:
         self._started: set[str] = set()  # steps whose container has started (or failed to)
         self._threads: list[threading.Thread] = []
         self._stopping = False
+        self._finishing = False  # the pipeline is over: detached steps are being stopped
         self._stopped_steps: set[str] = set()
 
     # -- public ----------------------------------------------------------------------------
@@ -187,12 +189,20 @@ class Executor:
                         self._lock.notify_all()
                         self.reporter.step_finished(step, r)
                         continue
+                    if failing:
+                        step = self._with_failure_env(plan, step)
                     self._launch(plan, step)
                 if not pending and all(
                     self._results[s.name].state.done or s.detach for s in plan.steps
                 ):
                     return ""
                 self._lock.wait(self.poll_interval)
+
+    def _with_failure_env(self, plan: Plan, step: StepPlan) -> StepPlan:
+        """Steps that run after a failure see it in DRONE_BUILD_STATUS, as in Drone."""
+        failed = [s.name for s in plan.steps if self._results[s.name].state.failed]
+        env = {**step.container.env, **failure_environ(failed)}
+        return replace(step, container=replace(step.container, env=env))
 
     def _skip(self, steps: list[StepPlan], why: str) -> None:
         for step in steps:
@@ -246,7 +256,13 @@ class Executor:
             if exit_ is not None:
                 r.exit_code = exit_.exit_code
                 r.detail = exit_.detail
-                if exit_.killed or step.name in self._stopped_steps:
+                if step.detach and self._finishing and not self._stopping:
+                    # Services and detached steps end with the pipeline; that is their
+                    # normal end, not a failure.
+                    r.state = State.SUCCESS
+                    r.exit_code = None
+                    r.detail = "stopped at the end of the pipeline"
+                elif exit_.killed or step.name in self._stopped_steps:
                     r.state = State.KILLED
                 elif exit_.exit_code == 0:
                     r.state = State.SUCCESS
@@ -286,6 +302,7 @@ class Executor:
 
     def _teardown(self, plan: Plan) -> None:
         with self._lock:
+            self._finishing = True
             detached = [
                 s for s in plan.all_steps() if s.detach and self._results[s.name].state is State.RUNNING
             ]
@@ -294,13 +311,12 @@ class Executor:
         deadline = time.monotonic() + self.stop_grace
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
-        # Detached steps and services end when the pipeline does; that is not a failure.
         with self._lock:
             for step in detached:
                 r = self._results[step.name]
-                if r.state in {State.KILLED, State.RUNNING, State.FAILURE}:
-                    r.state = State.SUCCESS if r.state is not State.RUNNING else State.KILLED
-                    r.detail = r.detail or "stopped at the end of the pipeline"
+                if r.state is State.RUNNING:  # did not end within the grace period
+                    r.state = State.KILLED
+                    r.detail = "did not stop in time; removed with the run"
         try:
             self.backend.destroy(plan)
         except BackendError:

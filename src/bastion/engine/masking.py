@@ -8,8 +8,9 @@ each secret value (see :func:`secret_forms`):
 
 * the value itself, and the value without surrounding whitespace;
 * every line of a multi-line value, stripped (a PEM key printed line by line);
-* base64 in the standard and the URL-safe alphabet, padded, and the *stable core* of the
-  encoding at each of the three byte alignments (see below);
+* base64 in the standard and the URL-safe alphabet, at each of the three byte alignments
+  (see below): the *stable core*, and the encoding through its end, with and without
+  padding, for a value at the end of the encoded data;
 * URL encoding (``quote`` with ``safe=""``, with the default ``safe="/"``, and ``quote_plus``);
 * the JSON string escape (``json.dumps`` with and without ``ensure_ascii``);
 * hex of the UTF-8 bytes, lowercase and uppercase.
@@ -22,16 +23,30 @@ depends on how many bytes precede it modulo 3. For ``k`` in 0, 1, 2 we encode ``
 bytes + the value and keep only the characters whose 6 bits all come from the value: the
 first ``ceil(8k/6)`` characters mix in the unknown prefix, and the characters from
 ``floor(8(k+n)/6)`` on mix in the unknown following bytes or the padding. A core shorter than
-6 characters is dropped: it would mask random base64 text too often (and short values are
-still covered by their padded encodings).
+6 characters is dropped: it would mask random base64 text too often (short values are still
+masked when encoded alone). When the value ends the encoded data (``"user:" + secret``), the
+characters from ``floor(8(k+n)/6)`` on depend only on the value and the padding, so the
+encoding through its end is a form too.
 
-**One automaton.** All forms of all secrets go into a single Aho-Corasick automaton
-(pyahocorasick), so a chunk of output is scanned once, in C, whatever the number of
-patterns; the Python code only runs per *match*, and the common case has none. Matches may
-overlap (a secret that contains another, two occurrences sharing characters): their
-intervals are merged, and each merged interval (also two intervals that touch) becomes one
-replacement, so no character of a secret is left between two replacements and the output
-does not reveal where one secret ends and the next begins.
+**One automaton, searched for anchors.** All forms of all secrets go into a single
+Aho-Corasick automaton (pyahocorasick), so a chunk of output is scanned once, in C, whatever
+the number of patterns; Python code runs per *candidate* only, and the common case has none.
+pyahocorasick follows failure links and finds a character in a trie node by scanning the
+node's children as a list, so its speed depends on the shape of the trie. With every form
+inserted whole, the root has a child for nearly every letter and digit, most log characters
+walk into the trie, and throughput was 40-50 MB/s with 50 secrets, less with 200: short of
+the 50 MB/s target. So the automaton holds, for each form, an *anchor*: a substring of 6 to
+12 characters that starts with a character rare in build output (``Z``, ``Q``, ``F``, ...).
+The anchor characters are chosen as a weighted set cover (few distinct characters, each
+rare), so the root has a handful of children and most log characters fail there at once:
+about 3 to 4 times faster (``docs/benchmarks.md``). Each anchor hit is checked against the
+whole forms it stands for with ``str.startswith``: only exact occurrences of a form count,
+so anchors change the speed, never the result.
+
+**Overlaps.** Matches may overlap (a secret containing another, two occurrences sharing
+characters): their intervals are merged, and each merged interval (also two that touch)
+becomes one replacement, so no character of a secret is left between two replacements and
+the output does not show where one secret ends and the next begins.
 
 **Streaming and hold-back.** Output arrives in arbitrary chunks, so a secret may be split
 across writes, even one character per write. No form contains a line break (``\\n`` or
@@ -52,6 +67,7 @@ from __future__ import annotations
 import base64
 import json
 import urllib.parse
+from collections import Counter
 from collections.abc import Iterable, Mapping
 
 import ahocorasick
@@ -69,16 +85,50 @@ _LINE_BREAKS = ("\n", "\r")
 # the automaton's UCS-4 copy of its input stays small.
 _MASK_SLICE = 1 << 20
 
-# pyahocorasick looks a character up in a trie node by scanning the node's children in the
-# order they were added. Patterns are therefore added in an order that puts the characters
-# most frequent in build output first in every node, which roughly doubles throughput on
-# typical logs (see docs/benchmarks.md). Characters not listed sort after these, in code
-# point order. Only speed depends on this order, never the result.
-_FREQUENT_FIRST = (
-    " etaoinsrlcdumphgbfywvkxjqz0123456789"
-    ".-/_:=,()[]'\"ETAOINSRLCDUMPHGBFYWVKXJQZ+%@#\\*<>{}|;!?&$~^`"
-)
-_CHARACTER_RANK = {char: rank for rank, char in enumerate(_FREQUENT_FIRST)}
+# Anchors: a substring of each form, at most this long (longer: fewer false candidates) and
+# at least the shorter of the form and the minimum (shorter anchors would hit too often).
+_ANCHOR_LENGTH = 12
+_MIN_ANCHOR_LENGTH = 6
+
+# Approximate share (percent) of each character in build output: compiler, test and package
+# manager lines, paths, hashes, timestamps. Only the speed depends on it (see the module
+# docstring): anchors start with characters that are rare here. Unlisted: 0.001.
+_LOG_CHARACTER_PERCENT = {
+    char: percent
+    for percent, chars in (
+        (14.0, " "),
+        (8.0, "e"),
+        (6.0, "t"),
+        (5.0, "aoinsr"),
+        (3.0, "lcd"),
+        (2.5, "u"),
+        (2.0, "mph.\n"),
+        (1.5, "g01/-"),
+        (1.2, "2"),
+        (1.0, "bf_:"),
+        (0.8, "yw3"),
+        (0.7, "v45"),
+        (0.6, "68"),
+        (0.5, "k79=,"),
+        (0.4, "E"),
+        (0.3, "xTASI()[]'\"\t"),
+        (0.2, "ONRLCDP\x1b"),
+        (0.15, "UM"),
+        (0.1, "jqzHGBF%#"),
+        (0.08, "W"),
+        (0.05, "YVK+@*{}"),
+        (0.03, "X<>|;!&$"),
+        (0.02, "JQZ\\?"),
+        (0.01, "~^`"),
+    )
+    for char in chars
+}
+_UNLISTED_PERCENT = 0.001
+
+# In the set cover, a character costs 1 for joining the root (one more comparison for every
+# log character that fails there) plus this times its share of the log (each occurrence
+# walks into the trie). Measured on the benchmark log: 100 is near the best.
+_DESCENT_COST = 100.0
 
 
 class SecretTooShortError(ValueError):
@@ -156,20 +206,59 @@ _URL_SAFE_ALPHABET = str.maketrans("+/", "-_")
 
 
 def _base64_forms(raw: bytes) -> list[str]:
-    """Standard-alphabet base64 of ``raw`` alone, and its stable cores at the 3 alignments."""
-    forms = [base64.b64encode(raw).decode("ascii")]
+    """Standard-alphabet base64 forms of ``raw`` at each of the 3 alignments: the stable
+    core (the value inside longer data), and the core through the end of the encoding,
+    with and without padding (the value ends the data, as in ``"user:" + secret``: then
+    the last characters depend on the value only). Alignment 0 includes the plain
+    encoding of the value alone."""
+    forms: list[str] = []
     for prefix_length in range(3):
         encoded = base64.b64encode(bytes(prefix_length) + raw).decode("ascii")
         first = -(-8 * prefix_length // 6)  # ceil: the first character free of the prefix
         end = 8 * (prefix_length + len(raw)) // 6  # the first character touching what follows
-        core = encoded[first:end]
-        if len(core) >= _MIN_BASE64_CORE_LENGTH:
-            forms.append(core)
+        for form in (encoded[first:end], encoded[first:], encoded[first:].rstrip("=")):
+            if len(form) >= _MIN_BASE64_CORE_LENGTH or prefix_length == 0:
+                forms.append(form)
     return forms
 
 
-def _insertion_key(pattern: str) -> list[int]:
-    return [_CHARACTER_RANK.get(char, len(_CHARACTER_RANK) + ord(char)) for char in pattern]
+def _log_share(char: str) -> float:
+    return _LOG_CHARACTER_PERCENT.get(char, _UNLISTED_PERCENT) / 100.0
+
+
+def _choose_anchors(forms: Iterable[str]) -> dict[str, list[tuple[int, str]]]:
+    """Map each anchor to the ``(offset of the anchor in the form, form)`` pairs it stands for.
+
+    Greedy weighted set cover: repeatedly take the character that can start an anchor in the
+    most forms not yet covered, per unit of cost (see ``_DESCENT_COST``). Deterministic.
+    """
+    starts: dict[str, str] = {}  # form -> the characters an anchor of it may start with
+    for form in sorted(forms):
+        shortest = min(_MIN_ANCHOR_LENGTH, len(form))
+        starts[form] = form[: len(form) - shortest + 1]
+    uncovered = list(starts)
+    anchors: dict[str, list[tuple[int, str]]] = {}
+    while uncovered:
+        counts = Counter(char for form in uncovered for char in set(starts[form]))
+        chosen = max(
+            sorted(counts), key=lambda char: counts[char] / (1.0 + _DESCENT_COST * _log_share(char))
+        )
+        remaining = []
+        for form in uncovered:
+            offset = starts[form].find(chosen)
+            if offset < 0:
+                remaining.append(form)
+            else:
+                anchor = form[offset : offset + _ANCHOR_LENGTH]
+                anchors.setdefault(anchor, []).append((offset, form))
+        uncovered = remaining
+    return anchors
+
+
+def _insertion_key(anchor: str) -> list[float]:
+    # pyahocorasick scans a node's children in insertion order: frequent characters first
+    # make the lookups that succeed short.
+    return [-_log_share(char) for char in anchor]
 
 
 class SecretMasker:
@@ -201,9 +290,14 @@ class SecretMasker:
         self._hold_back = max(max(map(len, patterns), default=0) - 1, 0)
         self._automaton: ahocorasick.Automaton | None = None
         if patterns:
-            automaton = ahocorasick.Automaton(ahocorasick.STORE_LENGTH, ahocorasick.KEY_STRING)
-            for pattern in sorted(patterns, key=_insertion_key):
-                automaton.add_word(pattern)
+            automaton = ahocorasick.Automaton(ahocorasick.STORE_ANY, ahocorasick.KEY_STRING)
+            anchors = _choose_anchors(patterns)
+            for anchor in sorted(anchors, key=_insertion_key):
+                # The distance from the anchor's last character back to each form's start.
+                automaton.add_word(
+                    anchor,
+                    tuple((offset + len(anchor) - 1, form) for offset, form in anchors[anchor]),
+                )
             automaton.make_automaton()
             self._automaton = automaton
 
@@ -239,8 +333,15 @@ class SecretMasker:
         overlapping or touching it merge with it.
         """
         assert self._automaton is not None
-        # The only full pass over the text: in C, and yields nothing when there is no match.
-        spans = [(end + 1 - length, end + 1) for end, length in self._automaton.iter(text)]
+        spans: list[tuple[int, int]] = []
+        # The only full pass over the text: in C, and yields nothing when no anchor occurs.
+        for anchor_end, candidates in self._automaton.iter(text):
+            for back, form in candidates:
+                start = anchor_end - back
+                # A form starting before the text was dealt with by the previous cut; one
+                # running past its end is not complete yet (``startswith`` says False).
+                if start >= 0 and text.startswith(form, start):
+                    spans.append((start, start + len(form)))
         if carried is not None:
             spans.append((0, carried))
         if not spans:

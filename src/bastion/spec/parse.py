@@ -196,8 +196,14 @@ class _DocumentChecker:
         try:
             resource = model.model_validate(value)
         except ValidationError as exc:
-            for error in exc.errors():
-                path = self._clean_path(error["loc"])
+            errors = exc.errors()
+            for error in errors:
+                loc = error["loc"]
+                if error["type"] == "too_short" and any(
+                    e is not error and e["loc"][: len(loc)] == loc for e in errors
+                ):
+                    continue  # the items' own errors explain it; pydantic adds a length error
+                path = self._clean_path(loc)
                 self.report(path, _message(error, path))
             return None
         self._unknown_fields(resource, ())
@@ -298,7 +304,9 @@ class _DocumentChecker:
                 )
 
         names = [s.name for s in pipeline.steps]
-        depends = {s.name: s.depends_on for s in pipeline.steps}
+        depends: dict[str, tuple[str, ...]] = {}
+        for s in pipeline.steps:
+            depends.setdefault(s.name, s.depends_on)  # a duplicate name is reported above
         service_names = {s.name for s in pipeline.services}
         for node, missing in dag.find_unknown(depends):
             if missing in service_names:

@@ -1,0 +1,351 @@
+"""The ``Backend`` contract, run against every backend (``harness`` is parametrized).
+
+Each case must behave the same on the fake and on Docker. The steps are made with
+``scripted_step``: their ``BASTION_FAKE_*`` variables script the fake, and their command
+(``SHELL_SCRIPT``) does the same in a real shell, so one plan means one behaviour.
+Where a case needs real work (a service answering over the network), the fake's variables
+say what the real command will print.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from tests.contract.harness import Harness
+from tests.support.plans import (
+    BUSYBOX,
+    make_service,
+    make_step,
+    scripted_step,
+    workspace_tar,
+)
+from tests.support.resources import dead_pid
+from tests.support.running import OutputReader, run_step
+
+from bastion.backends.fake import ENV_CRASH, ENV_OUTPUT, ENV_SLEEP, FILLER_LINE
+from bastion.engine.backend import Backend, BackendError, StepExit
+from bastion.engine.plan import PullPolicy
+
+# Generous bounds: they only keep a broken backend from hanging the suite.
+PROMPTLY = 10.0
+EVENTUALLY = 60.0
+
+
+def test_implements_the_protocol(harness: Harness) -> None:
+    assert isinstance(harness.backend, Backend)
+    assert harness.backend.name == harness.kind
+
+
+def test_output_is_complete_and_in_order(harness: Harness) -> None:
+    step = scripted_step("talk", output="hello\\nworld", log_bytes=100_000)
+    plan = harness.plan([step])
+    harness.backend.setup(plan)
+
+    output, exit = run_step(harness.backend, plan, plan.step("talk"))
+
+    filler = (FILLER_LINE * (100_000 // len(FILLER_LINE) + 1))[:100_000]
+    assert output == b"hello\nworld\n" + filler
+    assert exit == StepExit(exit_code=0)
+
+
+def test_output_is_streamed_while_the_step_runs(harness: Harness) -> None:
+    plan = harness.plan([scripted_step("slow", output="ready", sleep="forever")])
+    step = plan.step("slow")
+    harness.backend.setup(plan)
+    harness.backend.start(plan, step)
+
+    reader = OutputReader(harness.backend, plan, step)
+    # The step never exits by itself: seeing its output proves it arrives while it runs.
+    assert reader.wait_for("ready", timeout=EVENTUALLY), reader.text()
+
+    harness.backend.stop(plan, step)
+    assert reader.join(PROMPTLY)
+    harness.backend.wait(plan, step)
+    harness.backend.remove(plan, step)
+
+
+@pytest.mark.parametrize("code", [0, 1, 3, 42])
+def test_exit_codes_pass_through(harness: Harness, code: int) -> None:
+    plan = harness.plan([scripted_step("exit", exit_code=code)])
+    harness.backend.setup(plan)
+
+    _, exit = run_step(harness.backend, plan, plan.step("exit"))
+
+    assert exit.exit_code == code
+    assert not exit.killed
+    assert not exit.oom_killed
+    assert not exit.pids_limit_hit
+
+
+def test_stop_kills_a_sleeping_step_promptly(harness: Harness) -> None:
+    plan = harness.plan([scripted_step("sleeper", output="zzz", sleep="forever")])
+    step = plan.step("sleeper")
+    backend = harness.backend
+    backend.setup(plan)
+    backend.start(plan, step)
+    reader = OutputReader(backend, plan, step)
+    assert reader.wait_for("zzz", timeout=EVENTUALLY)
+
+    results: list[StepExit] = []
+    waiter = threading.Thread(target=lambda: results.append(backend.wait(plan, step)))
+    waiter.start()
+    backend.stop(plan, step)
+    waiter.join(PROMPTLY)
+
+    assert results, f"wait() did not return within {PROMPTLY} s of stop()"
+    assert results[0].killed
+    assert results[0].exit_code == 137
+    assert "stopped" in results[0].detail
+    assert reader.join(PROMPTLY)
+    backend.stop(plan, step)  # again: harmless
+    backend.remove(plan, step)
+
+
+def test_stop_after_the_step_exited_is_not_a_kill(harness: Harness) -> None:
+    plan = harness.plan([scripted_step("quick", exit_code=5)])
+    step = plan.step("quick")
+    harness.backend.setup(plan)
+    harness.backend.start(plan, step)
+    b"".join(harness.backend.output(plan, step))  # until the process exits
+
+    harness.backend.stop(plan, step)
+    exit = harness.backend.wait(plan, step)
+
+    assert exit.exit_code == 5
+    assert not exit.killed
+    harness.backend.remove(plan, step)
+
+
+def test_stop_before_start_means_the_step_never_runs(harness: Harness) -> None:
+    plan = harness.plan([scripted_step("never", output="ran anyway", sleep="forever")])
+    step = plan.step("never")
+    harness.backend.setup(plan)
+
+    harness.backend.stop(plan, step)
+    harness.backend.start(plan, step)
+
+    assert b"".join(harness.backend.output(plan, step)) == b""
+    exit = harness.backend.wait(plan, step)
+    assert exit.killed
+    assert not any(r.startswith("container") for r in harness.leftovers(plan))
+    harness.backend.remove(plan, step)
+
+
+def test_two_steps_run_in_parallel(harness: Harness) -> None:
+    plan = harness.plan(
+        [
+            scripted_step("left", output="from the left", sleep=0.5, exit_code=0),
+            scripted_step("right", output="from the right", sleep=0.5, exit_code=7),
+        ]
+    )
+    harness.backend.setup(plan)
+    results: dict[str, tuple[bytes, StepExit]] = {}
+    errors: list[BaseException] = []
+
+    def run(name: str) -> None:
+        try:
+            results[name] = run_step(harness.backend, plan, plan.step(name))
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(n,)) for n in ("left", "right")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(EVENTUALLY)
+
+    assert not errors
+    assert results["left"] == (b"from the left\n", StepExit(exit_code=0))
+    assert results["right"] == (b"from the right\n", StepExit(exit_code=7))
+
+
+def test_populate_workspace_makes_files_visible_to_steps(harness: Harness) -> None:
+    plan = harness.plan(
+        [
+            scripted_step("relative", cat="hello.txt"),
+            scripted_step("nested", cat="/drone/src/sub/dir/data.txt"),
+            scripted_step("missing", cat="absent.txt", output="not printed"),
+        ]
+    )
+    harness.backend.setup(plan)
+    files = {"hello.txt": "hi from the workspace\n", "sub/dir/data.txt": "nested\n"}
+    harness.backend.populate_workspace(plan, workspace_tar(files))
+
+    assert run_step(harness.backend, plan, plan.step("relative"))[0] == files["hello.txt"].encode()
+    assert run_step(harness.backend, plan, plan.step("nested"))[0] == b"nested\n"
+    output, exit = run_step(harness.backend, plan, plan.step("missing"))
+    assert exit.exit_code == 1
+    assert b"not printed" not in output
+    assert b"absent.txt" in output
+
+
+def test_a_service_is_reachable_by_its_alias(harness: Harness) -> None:
+    web = make_service(
+        "web",
+        script="mkdir -p /www && echo pong > /www/index.html && exec httpd -f -p 8080 -h /www",
+        env={ENV_SLEEP: "forever"},
+    )
+    probe = make_step(
+        "probe",
+        script=(
+            "for i in $(seq 1 100); do "
+            "wget -q -O - http://web:8080/index.html 2>/dev/null && exit 0; sleep 0.1; "
+            "done; echo unreachable; exit 1"
+        ),
+        env={ENV_OUTPUT: "pong"},  # what the fake prints; Docker prints the service's reply
+    )
+    plan = harness.plan([probe], services=[web])
+    backend = harness.backend
+    backend.setup(plan)
+    service = plan.step("web")
+    backend.start(plan, service)
+    service_output = OutputReader(backend, plan, service)
+
+    output, exit = run_step(backend, plan, plan.step("probe"))
+
+    assert (output, exit) == (b"pong\n", StepExit(exit_code=0))
+    backend.stop(plan, service)
+    assert service_output.join(PROMPTLY)
+    assert backend.wait(plan, service).killed
+    backend.remove(plan, service)
+
+
+# -- images -----------------------------------------------------------------------------------
+
+
+def test_start_of_a_missing_image_with_pull_never_fails_clearly(harness: Harness) -> None:
+    image = "bastion/does-not-exist:never"
+    plan = harness.plan([scripted_step("x", image=image, pull=PullPolicy.NEVER)])
+    harness.backend.setup(plan)
+
+    with pytest.raises(BackendError, match="does-not-exist") as info:
+        harness.backend.start(plan, plan.step("x"))
+
+    assert "never" in str(info.value)
+    harness.backend.remove(plan, plan.step("x"))
+
+
+@pytest.mark.parametrize("pull", [PullPolicy.IF_NOT_EXISTS, PullPolicy.ALWAYS])
+def test_a_failed_pull_names_the_image_and_the_way_out(harness: Harness, pull: PullPolicy) -> None:
+    # A registry on a closed loopback port: the pull fails at once, and no traffic leaves.
+    image = "127.0.0.1:1/bastion/missing:latest"
+    plan = harness.plan([scripted_step("x", image=image, pull=pull)])
+    harness.backend.setup(plan)
+
+    with pytest.raises(BackendError) as info:
+        harness.backend.start(plan, plan.step("x"))
+
+    message = str(info.value)
+    assert image in message
+    assert "no registry may be reachable" in message.lower()
+    assert "scripts/images.sh" in message
+
+
+def test_present_image_with_pull_never_runs(harness: Harness) -> None:
+    plan = harness.plan([scripted_step("x", image=BUSYBOX, pull=PullPolicy.NEVER, output="ok")])
+    harness.backend.setup(plan)
+    assert run_step(harness.backend, plan, plan.step("x")) == (b"ok\n", StepExit(exit_code=0))
+
+
+# -- idempotency and cleanup ------------------------------------------------------------------
+
+
+def test_setup_twice_is_fine(harness: Harness) -> None:
+    plan = harness.plan([scripted_step("a")], volumes=("cache",))
+    harness.backend.setup(plan)
+    harness.backend.setup(plan)
+    assert run_step(harness.backend, plan, plan.step("a"))[1].exit_code == 0
+
+
+def test_start_without_setup_fails_clearly(harness: Harness) -> None:
+    plan = harness.plan([scripted_step("a")])
+    with pytest.raises(BackendError, match=plan.network):
+        harness.backend.start(plan, plan.step("a"))
+    harness.backend.destroy(plan)
+    assert harness.leftovers(plan) == []
+
+
+def test_remove_before_start_and_twice_is_fine(harness: Harness) -> None:
+    plan = harness.plan([scripted_step("a")])
+    step = plan.step("a")
+    harness.backend.setup(plan)
+    harness.backend.remove(plan, step)
+    run_step(harness.backend, plan, step)
+    harness.backend.remove(plan, step)
+    assert not any(r.startswith("container") for r in harness.leftovers(plan))
+
+
+def test_output_and_wait_of_a_step_never_started_fail_clearly(harness: Harness) -> None:
+    plan = harness.plan([scripted_step("a")])
+    harness.backend.setup(plan)
+    with pytest.raises(BackendError, match="'a'"):
+        harness.backend.wait(plan, plan.step("a"))
+    with pytest.raises(BackendError, match="'a'"):
+        list(harness.backend.output(plan, plan.step("a")))
+
+
+def test_destroy_after_success_leaves_nothing(harness: Harness) -> None:
+    plan = harness.plan([scripted_step("a", output="done")], volumes=("cache",))
+    harness.backend.setup(plan)
+    harness.backend.populate_workspace(plan, workspace_tar({"f": "x"}))
+    harness.backend.start(plan, plan.step("a"))
+    b"".join(harness.backend.output(plan, plan.step("a")))
+    harness.backend.wait(plan, plan.step("a"))
+    assert harness.leftovers(plan)  # the container is still there: remove() was not called
+
+    harness.backend.destroy(plan)
+
+    assert harness.leftovers(plan) == []
+
+
+def test_destroy_after_a_failed_start_leaves_nothing(harness: Harness) -> None:
+    # The fake crashes on its variable; Docker cannot exec the entrypoint. Both have created
+    # the container before failing.
+    crash = make_step("crash", env={ENV_CRASH: "start"}, entrypoint=("/no/such/binary",))
+    plan = harness.plan([crash])
+    harness.backend.setup(plan)
+    with pytest.raises(BackendError, match="'crash'"):
+        harness.backend.start(plan, plan.step("crash"))
+
+    harness.backend.destroy(plan)
+
+    assert harness.leftovers(plan) == []
+
+
+def test_destroy_while_a_step_runs_leaves_nothing(harness: Harness) -> None:
+    plan = harness.plan([scripted_step("busy", sleep="forever")], [])
+    harness.backend.setup(plan)
+    harness.backend.start(plan, plan.step("busy"))
+
+    harness.backend.destroy(plan)
+
+    assert harness.leftovers(plan) == []
+
+
+def test_destroy_without_setup_and_twice_is_fine(harness: Harness) -> None:
+    plan = harness.plan([scripted_step("a")])
+    harness.backend.destroy(plan)
+    harness.backend.setup(plan)
+    harness.backend.destroy(plan)
+    harness.backend.destroy(plan)
+    assert harness.leftovers(plan) == []
+
+
+def test_cleanup_stale_removes_runs_whose_owner_is_gone(harness: Harness) -> None:
+    dead = harness.plan([scripted_step("a", sleep="forever")], owner_pid=dead_pid())
+    live = harness.plan([scripted_step("a", sleep="forever")])
+    for plan in (dead, live):
+        harness.backend.setup(plan)
+        harness.backend.start(plan, plan.step("a"))
+
+    report = harness.backend.cleanup_stale()
+
+    assert (report.containers, report.networks, report.volumes) == (1, 1, 1)
+    assert harness.leftovers(dead) == []
+    assert len(harness.leftovers(live)) == 3
+
+    report = harness.backend.cleanup_stale(include_live=True)
+
+    assert report.total == 3
+    assert harness.leftovers(live) == []

@@ -1,0 +1,267 @@
+"""The executor on the fake backend: ordering, parallelism, conditions, failure rules,
+timeouts, cancellation, masking and cleanup. The same behaviour on Docker is covered by
+tests/integration/test_exec_docker.py."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from bastion.backends.fake import FakeBackend
+from bastion.engine.compiler import CompileOptions, compile_pipeline
+from bastion.engine.executor import Executor, RunResult
+from bastion.engine.masking import SecretMasker
+from bastion.engine.plan import Plan, StepPlan
+from bastion.engine.status import State
+from bastion.spec.conditions import MatchContext
+from bastion.spec.context import BuildContext, Commit
+from bastion.spec.parse import parse
+
+
+class Recorder:
+    """A reporter that remembers everything, in order."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, str]] = []
+        self.output: dict[str, str] = {}
+        self._lock = threading.Lock()
+
+    def step_started(self, step: StepPlan) -> None:
+        with self._lock:
+            self.events.append(("start", step.name))
+
+    def step_output(self, step: StepPlan, text: str) -> None:
+        with self._lock:
+            self.output[step.name] = self.output.get(step.name, "") + text
+
+    def step_finished(self, step: StepPlan, result: object) -> None:
+        with self._lock:
+            self.events.append(("end", step.name))
+
+
+def plan_of(text: str, secrets: dict[str, str] | None = None, timeout: float = 60) -> Plan:
+    result = parse(text)
+    assert result.ok, [d.format() for d in result.diagnostics]
+    return compile_pipeline(
+        result.manifest, 0, BuildContext(), secrets or {},
+        CompileOptions(run_id="t" + str(time.monotonic_ns())[-8:], timeout=timeout),
+    )
+
+
+def run(
+    text: str,
+    *,
+    secrets: dict[str, str] | None = None,
+    timeout: float = 60,
+    match: MatchContext | None = None,
+    cancel: threading.Event | None = None,
+    backend: FakeBackend | None = None,
+) -> tuple[RunResult, Recorder, FakeBackend]:
+    backend = backend or FakeBackend()
+    recorder = Recorder()
+    plan = plan_of(text, secrets, timeout)
+    masker = SecretMasker((secrets or {}).values())
+    executor = Executor(backend, masker, recorder, poll_interval=0.01)
+    result = executor.run(
+        plan, match or MatchContext.from_build(BuildContext()), cancel=cancel
+    )
+    assert backend.resources_of(plan.run_id) == [], "the run left resources behind"
+    return result, recorder, backend
+
+
+def step(name: str, *, sleep: float = 0, exit: int = 0, output: str = "", extra: str = "") -> str:
+    env = f"BASTION_FAKE_SLEEP: '{sleep}', BASTION_FAKE_EXIT: '{exit}'"
+    if output:
+        env += f", BASTION_FAKE_OUTPUT: '{output}'"
+    return f"- {{name: {name}, image: x, environment: {{{env}}}{extra}}}\n"
+
+
+def states(result: RunResult) -> dict[str, State]:
+    return {s.name: s.state for s in result.steps}
+
+
+def test_sequential_steps_run_in_order() -> None:
+    text = "kind: pipeline\nsteps:\n" + step("a", sleep=0.05) + step("b") + step("c")
+    result, rec, _ = run(text)
+    assert result.state is State.SUCCESS
+    assert [e for e in rec.events if e[0] == "start"] == [("start", "a"), ("start", "b"), ("start", "c")]
+    assert rec.events.index(("end", "a")) < rec.events.index(("start", "b"))
+
+
+def test_dag_steps_run_in_parallel_and_wait_for_dependencies() -> None:
+    text = (
+        "kind: pipeline\nsteps:\n"
+        + step("a", sleep=0.3)
+        + step("b", sleep=0.3)
+        + step("c", extra=", depends_on: [a, b]")
+    )
+    result, rec, _ = run(text)
+    assert result.state is State.SUCCESS
+    a, b, c = (result.step(n) for n in "abc")
+    assert a.started is not None and b.started is not None and c.started is not None
+    # a and b overlap; c starts only after both ended
+    assert b.started < (a.finished or 0) and a.started < (b.finished or 0)
+    assert c.started >= max(a.finished or 0, b.finished or 0)
+
+
+def test_failure_skips_later_steps_but_runs_failure_handlers() -> None:
+    text = (
+        "kind: pipeline\nsteps:\n"
+        + step("a", exit=2)
+        + step("b")
+        + step("on-failure", extra=", when: {status: [failure]}")
+        + step("always", extra=", when: {status: [success, failure]}")
+        + step("on-success", extra=", when: {status: [success]}")
+    )
+    result, _, _ = run(text)
+    assert result.state is State.FAILURE
+    assert states(result) == {
+        "a": State.FAILURE,
+        "b": State.SKIPPED,
+        "on-failure": State.SUCCESS,
+        "always": State.SUCCESS,
+        "on-success": State.SKIPPED,
+    }
+    assert result.step("a").exit_code == 2
+
+
+def test_failure_ignore_keeps_the_pipeline_green() -> None:
+    text = "kind: pipeline\nsteps:\n" + step("a", exit=1, extra=", failure: ignore") + step("b")
+    result, _, _ = run(text)
+    assert result.state is State.SUCCESS
+    assert states(result) == {"a": State.FAILURE, "b": State.SUCCESS}
+
+
+def test_failure_fast_stops_parallel_steps() -> None:
+    text = (
+        "kind: pipeline\nsteps:\n"
+        + step("root")
+        + step("slow", sleep=30, extra=", depends_on: [root]")
+        + step("bad", exit=1, extra=", failure: fast, depends_on: [root]")
+    )
+    started = time.monotonic()
+    result, _, _ = run(text)
+    assert time.monotonic() - started < 20  # generous: the slow step was not waited for
+    assert states(result) == {"root": State.SUCCESS, "slow": State.KILLED, "bad": State.FAILURE}
+
+
+def test_steps_after_a_failure_see_the_failure_in_their_environment() -> None:
+    text = (
+        "kind: pipeline\nsteps:\n"
+        + step("a", exit=1)
+        + step("report", extra=", when: {status: [failure]}")
+    )
+    result, _, backend = run(text)
+    env = next(c.env for c in backend.started if c.alias == "report")
+    assert env["DRONE_BUILD_STATUS"] == "failure"
+    assert env["DRONE_FAILED_STEPS"] == "a"
+
+
+def test_when_conditions_use_the_build() -> None:
+    text = (
+        "kind: pipeline\nsteps:\n"
+        + step("main-only", extra=", when: {branch: main}")
+        + step("dev-only", extra=", when: {branch: dev}")
+        + step("not-push", extra=", when: {event: {exclude: [push]}}")
+    )
+    result, _, _ = run(text)
+    assert states(result) == {
+        "main-only": State.SUCCESS,
+        "dev-only": State.SKIPPED,
+        "not-push": State.SKIPPED,
+    }
+    assert "branch" in result.step("dev-only").detail
+    ctx = BuildContext(commit=Commit(branch="dev", ref="refs/heads/dev"))
+    result, _, _ = run(text, match=MatchContext.from_build(ctx))
+    assert states(result)["dev-only"] is State.SUCCESS
+    assert states(result)["main-only"] is State.SKIPPED
+
+
+def test_timeout_kills_running_steps_and_skips_the_rest() -> None:
+    text = "kind: pipeline\nsteps:\n" + step("forever", sleep=60) + step("next")
+    result, _, _ = run(text, timeout=0.5)
+    assert result.state is State.FAILURE
+    assert "timed out" in result.reason
+    assert states(result) == {"forever": State.KILLED, "next": State.SKIPPED}
+
+
+def test_cancel_stops_everything_and_cleans_up() -> None:
+    cancel = threading.Event()
+    text = "kind: pipeline\nsteps:\n" + step("forever", sleep=60) + step("next")
+    threading.Timer(0.3, cancel.set).start()
+    result, _, _ = run(text, cancel=cancel)
+    assert result.state is State.KILLED
+    assert states(result) == {"forever": State.KILLED, "next": State.SKIPPED}
+
+
+def test_services_start_first_and_stop_at_the_end_without_failing() -> None:
+    text = (
+        "kind: pipeline\nservices:\n- {name: db, image: x, environment: "
+        "{BASTION_FAKE_SLEEP: forever}}\nsteps:\n" + step("a")
+    )
+    result, rec, _ = run(text)
+    assert rec.events[0] == ("start", "db")
+    assert result.state is State.SUCCESS
+    assert result.step("db").state is State.SUCCESS
+    assert "stopped at the end" in result.step("db").detail
+
+
+def test_detached_step_does_not_block_or_fail_the_pipeline() -> None:
+    text = (
+        "kind: pipeline\nsteps:\n"
+        "- {name: bg, image: x, detach: true, environment: {BASTION_FAKE_SLEEP: forever}}\n"
+        + step("a")
+    )
+    result, _, _ = run(text)
+    assert result.state is State.SUCCESS
+    assert states(result) == {"bg": State.SUCCESS, "a": State.SUCCESS}
+
+
+def test_secret_output_is_masked_before_the_reporter_sees_it() -> None:
+    secret = "s3cr3t-value-42"
+    text = (
+        "kind: pipeline\nsteps:\n- name: leak\n  image: x\n  environment:\n"
+        "    TOKEN: {from_secret: token}\n    BASTION_FAKE_OUTPUT: 'token=s3cr3t-value-42 end'\n"
+    )
+    result, rec, backend = run(text, secrets={"token": secret})
+    assert result.state is State.SUCCESS
+    assert secret not in rec.output["leak"]
+    assert "token=******** end" in rec.output["leak"]
+    assert backend.started[0].env["TOKEN"] == secret
+
+
+def test_start_failure_is_an_error_and_still_cleans_up() -> None:
+    text = "kind: pipeline\nsteps:\n- {name: a, image: x, environment: {BASTION_FAKE_CRASH: start}}\n" + step("b")
+    result, _, backend = run(text)
+    assert result.state is State.FAILURE
+    assert states(result) == {"a": State.ERROR, "b": State.SKIPPED}
+    assert result.step("a").detail
+
+
+def test_missing_image_with_pull_never_is_an_error_with_a_message() -> None:
+    backend = FakeBackend(local_images=[], registry_images=[])
+    text = "kind: pipeline\nsteps:\n- {name: a, image: nothere:1, pull: never}\n"
+    result, _, _ = run(text, backend=backend)
+    assert result.step("a").state is State.ERROR
+    assert "nothere:1" in result.step("a").detail
+
+
+def test_oom_is_reported() -> None:
+    text = "kind: pipeline\nsteps:\n- {name: hog, image: x, environment: {BASTION_FAKE_OOM: '1'}}\n"
+    result, _, _ = run(text)
+    hog = result.step("hog")
+    assert hog.state is State.FAILURE
+    assert hog.exit_code == 137
+    assert "memory" in hog.detail
+
+
+@pytest.mark.parametrize("n", [1, 5])
+def test_large_output_is_streamed_completely(n: int) -> None:
+    text = (
+        "kind: pipeline\nsteps:\n- {name: a, image: x, environment: "
+        f"{{BASTION_FAKE_LOG_BYTES: '{n * 100_000}'}}}}\n"
+    )
+    _, rec, _ = run(text)
+    assert len(rec.output["a"].encode()) >= n * 100_000
