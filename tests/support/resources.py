@@ -18,7 +18,9 @@ def leftovers(client: docker.DockerClient, run_id: str) -> list[str]:
     """Every container, network and volume labelled with this run, as "kind name"."""
     run = {"label": f"{LABEL_RUN}={run_id}"}
     api = client.api
-    found = [f"container {c['Names'][0].lstrip('/')}" for c in api.containers(all=True, filters=run)]
+    found = [
+        f"container {c['Names'][0].lstrip('/')}" for c in api.containers(all=True, filters=run)
+    ]
     found += [f"network {n['Name']}" for n in api.networks(filters=run)]
     found += [f"volume {v['Name']}" for v in api.volumes(filters=run).get("Volumes") or []]
     return found

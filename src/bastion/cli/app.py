@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.text import Text
 
 from bastion import __version__
-from bastion.cli.errors import EXIT_INVALID, CliError
+from bastion.cli.errors import CliError
 from bastion.cli.exec_cmd import ExecOptions, run_exec
 from bastion.cli.lint_cmd import OutputFormat, run_lint
 

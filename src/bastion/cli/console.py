@@ -89,7 +89,9 @@ class ConsoleReporter:
             self.console.print(Text.assemble(*parts))
 
     def summary(self, result: RunResult) -> None:
-        table = Table(title=f"pipeline {result.pipeline}: {result.state.value}", title_justify="left")
+        table = Table(
+            title=f"pipeline {result.pipeline}: {result.state.value}", title_justify="left"
+        )
         table.add_column("step")
         table.add_column("status")
         table.add_column("exit", justify="right")

@@ -52,7 +52,7 @@ from bastion.spec.conditions import MatchContext, explain_mismatch, trigger_matc
 from bastion.spec.context import BuildContext
 from bastion.spec.dag import topological_order
 from bastion.spec.diagnostics import Diagnostic
-from bastion.spec.model import RUNNABLE_TYPES, PIPELINE_TYPES
+from bastion.spec.model import PIPELINE_TYPES, RUNNABLE_TYPES
 from bastion.spec.parse import Manifest, parse
 
 
@@ -91,7 +91,7 @@ def _print_diagnostics(console: Console, diagnostics: list[Diagnostic]) -> None:
 
 def _docker_backend() -> Backend:
     # Imported here so that lint, --explain and invalid input never need docker-py or an engine.
-    from bastion.backends.docker import DockerBackend
+    from bastion.backends.docker import DockerBackend  # noqa: PLC0415
 
     try:
         return DockerBackend()
@@ -112,7 +112,9 @@ def run_exec(opts: ExecOptions, out: Console, err: Console) -> int:
         )
         return EXIT_OK
     if opts.timeout <= 0:
-        raise CliError(f"--timeout {opts.timeout:g}: the timeout must be a positive number of seconds")
+        raise CliError(
+            f"--timeout {opts.timeout:g}: the timeout must be a positive number of seconds"
+        )
 
     result = parse(read_pipeline_file(opts.file), filename=str(opts.file))
     _print_diagnostics(err, result.diagnostics)
@@ -173,10 +175,14 @@ def run_exec(opts: ExecOptions, out: Console, err: Console) -> int:
         for s in selected:
             pipeline = manifest.pipelines[s.index]
             if s.plan is None:
-                out.print(Text(f"– pipeline {pipeline.name}: skipped ({s.skip_reason})", style="dim"))
+                out.print(
+                    Text(f"– pipeline {pipeline.name}: skipped ({s.skip_reason})", style="dim")
+                )
                 continue
             failed_deps = [
-                d for d in pipeline.depends_on if d in results and results[d].state is not State.SUCCESS
+                d
+                for d in pipeline.depends_on
+                if d in results and results[d].state is not State.SUCCESS
             ]
             status = "failure" if failed_deps else "success"
             match = MatchContext.from_build(context, status=status)
@@ -212,7 +218,8 @@ def _select(manifest: Manifest, opts: ExecOptions, context: BuildContext) -> lis
     if opts.pipeline is not None:
         if opts.pipeline not in names:
             raise CliError(
-                f"{opts.file}: no pipeline named {opts.pipeline!r}; the file has: {', '.join(names)}"
+                f"{opts.file}: no pipeline named {opts.pipeline!r}; "
+                f"the file has: {', '.join(names)}"
             )
         index = names.index(opts.pipeline)
         if manifest.pipelines[index].type not in RUNNABLE_TYPES:
@@ -223,14 +230,19 @@ def _select(manifest: Manifest, opts: ExecOptions, context: BuildContext) -> lis
             )
         order = [index]
     else:
-        order = [names.index(n) for n in topological_order({p.name: p.depends_on for p in manifest.pipelines})]
+        order = [
+            names.index(n)
+            for n in topological_order({p.name: p.depends_on for p in manifest.pipelines})
+        ]
     selected: list[Selected] = []
     match = MatchContext.from_build(context)
     for index in order:
         pipeline = manifest.pipelines[index]
         if pipeline.type not in RUNNABLE_TYPES:
             selected.append(
-                Selected(index, skip_reason=f"type {pipeline.type} needs {PIPELINE_TYPES[pipeline.type]}")
+                Selected(
+                    index, skip_reason=f"type {pipeline.type} needs {PIPELINE_TYPES[pipeline.type]}"
+                )
             )
             continue
         # Pipelines that depend on others are judged once those have finished (trigger.status).
@@ -263,7 +275,7 @@ def _compile_all(
             stage_number=stage,
             owner_labels=owner,
             host_arch=platform.machine(),
-            missing_secret_hint="pass it with --secret NAME=VALUE or --secret-file FILE",
+            missing_secret_hint="pass it with --secret NAME=VALUE or --secret-file FILE",  # noqa: S106
         )
         try:
             s.plan = compile_pipeline(manifest, s.index, context, secret_values, options)
@@ -271,12 +283,13 @@ def _compile_all(
             problems.extend(exc.diagnostics)
     if problems:
         raise CliError(
-            "\n".join(d.format() for d in problems)
-            + "\nnothing was run: no container was started"
+            "\n".join(d.format() for d in problems) + "\nnothing was run: no container was started"
         )
 
 
-def _explain(out: Console, manifest: Manifest, selected: list[Selected], hardening: Hardening) -> None:
+def _explain(
+    out: Console, manifest: Manifest, selected: list[Selected], hardening: Hardening
+) -> None:
     table = Table(title="effective hardening (every step and service)", title_justify="left")
     table.add_column("setting")
     table.add_column("value")
@@ -290,7 +303,9 @@ def _explain(out: Console, manifest: Manifest, selected: list[Selected], hardeni
             out.print(Text(f"pipeline {pipeline.name}: skipped ({s.skip_reason})"))
             continue
         plan = s.plan
-        steps = Table(title=f"pipeline {pipeline.name} (timeout {plan.timeout:g} s)", title_justify="left")
+        steps = Table(
+            title=f"pipeline {pipeline.name} (timeout {plan.timeout:g} s)", title_justify="left"
+        )
         for column in ("#", "step", "image", "after", "secrets", "memory", "pids", "mounts"):
             steps.add_column(column)
         for step in plan.all_steps():

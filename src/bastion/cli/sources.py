@@ -69,8 +69,8 @@ def read_secret_file(path: Path) -> dict[str, str]:
     out: dict[str, str] = {}
     for name, value in values.items():
         if value is None:
-            line = _line_of(text, name)
-            raise CliError(f"{path}:{line}: {name!r} has no value; write {name}=VALUE")
+            where = _line_of(text, name)
+            raise CliError(f"{path}:{where}: {name!r} has no value; write {name}=VALUE")
         out[name] = value
     return out
 

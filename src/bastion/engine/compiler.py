@@ -48,7 +48,7 @@ from bastion.spec.environ import (
     unescape_commands,
 )
 from bastion.spec.loader import YamlPath
-from bastion.spec.model import RUNNABLE_TYPES, PIPELINE_TYPES, SecretRef, Step, settings_to_env
+from bastion.spec.model import PIPELINE_TYPES, RUNNABLE_TYPES, SecretRef, Step, settings_to_env
 from bastion.spec.parse import Manifest
 
 
@@ -170,11 +170,12 @@ def compile_pipeline(
             if isinstance(value, SecretRef):
                 name = value.from_secret
                 if name not in secrets:
-                    hint = f" ({options.missing_secret_hint})" if options.missing_secret_hint else ""
+                    hint = (
+                        f" ({options.missing_secret_hint})" if options.missing_secret_hint else ""
+                    )
                     problem(
                         (*path, key),
-                        f"step {step!r} references secret {name!r}, which was not provided"
-                        + hint,
+                        f"step {step!r} references secret {name!r}, which was not provided" + hint,
                         Kind.RUNTIME,
                     )
                     continue
@@ -260,7 +261,7 @@ def compile_pipeline(
                 memswap_limit=mem,
                 nano_cpus=int(h.cpus * 1e9),
                 read_only_rootfs=read_only,
-                tmpfs={"/tmp": f"rw,nosuid,nodev,size={h.tmp_size}"} if read_only else {},
+                tmpfs={"/tmp": f"rw,nosuid,nodev,size={h.tmp_size}"} if read_only else {},  # noqa: S108
                 mounts=tuple(mounts),
                 devices=tuple(f"{d.name}:{d.path}" for d in step.devices),
                 network_mode=step.network_mode,
@@ -371,9 +372,11 @@ def _pull_auths(names: tuple[str, ...], secrets: Mapping[str, str]) -> dict[str,
 def _auth_for(image: str, auths: Mapping[str, dict[str, str]]) -> dict[str, str] | None:
     if not auths:
         return None
-    first = image.split("/")[0]
-    host = first if ("." in first or ":" in first or first == "localhost") and "/" in image else (
-        "index.docker.io"
+    first = image.split("/", maxsplit=1)[0]
+    host = (
+        first
+        if ("." in first or ":" in first or first == "localhost") and "/" in image
+        else ("index.docker.io")
     )
     for candidate in (host, "docker.io" if host == "index.docker.io" else host):
         if candidate in auths:

@@ -20,6 +20,7 @@ import codecs
 import threading
 import time
 from collections.abc import Callable
+from contextlib import suppress
 from dataclasses import dataclass, field, replace
 from typing import IO, Protocol
 
@@ -189,9 +190,7 @@ class Executor:
                         self._lock.notify_all()
                         self.reporter.step_finished(step, r)
                         continue
-                    if failing:
-                        step = self._with_failure_env(plan, step)
-                    self._launch(plan, step)
+                    self._launch(plan, self._with_failure_env(plan, step) if failing else step)
                 if not pending and all(
                     self._results[s.name].state.done or s.detach for s in plan.steps
                 ):
@@ -279,10 +278,9 @@ class Executor:
                 self._stop_all(plan, f"failure: fast after {step.name!r} failed")
             self._lock.notify_all()
         self.reporter.step_finished(step, r)
-        try:
+        # destroy() at the end removes anything left behind
+        with suppress(BackendError):
             self.backend.remove(plan, step)
-        except BackendError:
-            pass  # destroy() at the end removes anything left behind
 
     def _stop_all(self, plan: Plan, why: str) -> None:
         """Stop every running step (called with the lock held)."""
@@ -293,10 +291,8 @@ class Executor:
                 self._stop(plan, step)
 
     def _stop(self, plan: Plan, step: StepPlan) -> None:
-        try:
+        with suppress(BackendError):
             self.backend.stop(plan, step)
-        except BackendError:
-            pass
 
     # -- teardown --------------------------------------------------------------------------
 
@@ -304,7 +300,9 @@ class Executor:
         with self._lock:
             self._finishing = True
             detached = [
-                s for s in plan.all_steps() if s.detach and self._results[s.name].state is State.RUNNING
+                s
+                for s in plan.all_steps()
+                if s.detach and self._results[s.name].state is State.RUNNING
             ]
         for step in detached:
             self._stop(plan, step)
@@ -317,11 +315,9 @@ class Executor:
                 if r.state is State.RUNNING:  # did not end within the grace period
                     r.state = State.KILLED
                     r.detail = "did not stop in time; removed with the run"
-        try:
+        # Leftovers are labelled; the next run and `bastion exec --cleanup` remove them.
+        with suppress(BackendError):
             self.backend.destroy(plan)
-        except BackendError:
-            # Leftovers are labelled; the next run and `bastion exec --cleanup` remove them.
-            pass
 
     def _pipeline_state(self, plan: Plan, reason: str, cancel: threading.Event) -> State:
         if reason == "cancelled" or cancel.is_set():

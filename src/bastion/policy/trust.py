@@ -57,7 +57,7 @@ def _is_runtime_path(host_path: str) -> bool:
     if path.startswith("//"):
         path = "/" + path.lstrip("/")
     for sock in RUNTIME_SOCKETS:
-        if path == sock or path == "/" or sock.startswith(path.rstrip("/") + "/"):
+        if path in {sock, "/"} or sock.startswith(path.rstrip("/") + "/"):
             return True
     return any(path == d or path.startswith(d + "/") for d in RUNTIME_STATE_DIRS)
 
@@ -66,7 +66,7 @@ def _covers(mount_path: str, protected: str) -> bool:
     """True if mounting at ``mount_path`` hides ``protected`` (same path or an ancestor)."""
     mount = posixpath.normpath(mount_path)
     prot = posixpath.normpath(protected)
-    return mount == prot or mount == "/" or prot.startswith(mount.rstrip("/") + "/")
+    return mount in {prot, "/"} or prot.startswith(mount.rstrip("/") + "/")
 
 
 def _under(mount_path: str, reserved: str) -> bool:

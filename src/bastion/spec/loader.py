@@ -88,7 +88,9 @@ def load_documents(
 ) -> tuple[list[LoadedDocument], list[Diagnostic]]:
     """Parse every YAML document of ``source``. On any error, no documents are returned."""
 
-    def problem(message: str, line: int = 1, column: int = 1, kind: Kind = Kind.LIMIT) -> Diagnostic:
+    def problem(
+        message: str, line: int = 1, column: int = 1, kind: Kind = Kind.LIMIT
+    ) -> Diagnostic:
         return Diagnostic(message, file=filename, line=line, column=column, kind=kind)
 
     if isinstance(source, bytes):
@@ -98,7 +100,9 @@ def load_documents(
             text = source.decode("utf-8-sig")
         except UnicodeDecodeError as exc:
             line = source[: exc.start].count(b"\n") + 1
-            return [], [problem(f"the file is not valid UTF-8 ({exc.reason})", line, 1, Kind.SYNTAX)]
+            return [], [
+                problem(f"the file is not valid UTF-8 ({exc.reason})", line, 1, Kind.SYNTAX)
+            ]
     else:
         text = source
         if len(text.encode("utf-8")) > MAX_BYTES:
@@ -258,7 +262,10 @@ class _Converter:
         if isinstance(node, SequenceNode) and all(isinstance(n, MappingNode) for n in node.value):
             return list(node.value)
         raise _LoadError(
-            "a merge key (<<) must refer to a mapping or a list of mappings", node, Kind.SCHEMA, path
+            "a merge key (<<) must refer to a mapping or a list of mappings",
+            node,
+            Kind.SCHEMA,
+            path,
         )
 
     def _mapping(self, node: MappingNode, path: YamlPath) -> dict[str, Any]:
@@ -266,7 +273,9 @@ class _Converter:
         merged: dict[str, Any] = {}
         for key_node, value_node in node.value:
             if key_node.tag == _MERGE_TAG or (
-                isinstance(key_node, ScalarNode) and key_node.value == "<<" and key_node.style is None
+                isinstance(key_node, ScalarNode)
+                and key_node.value == "<<"
+                and key_node.style is None
             ):
                 sources = self._merge_sources(value_node, path)
                 # With a list of mappings, earlier ones win (YAML merge key spec).
@@ -277,8 +286,7 @@ class _Converter:
             child = (*path, key)
             if key in explicit:
                 raise _LoadError(
-                    f"duplicate key {key!r}: YAML parsers disagree on which value wins - "
-                    "keep one",
+                    f"duplicate key {key!r}: YAML parsers disagree on which value wins - keep one",
                     key_node,
                     Kind.SCHEMA,
                     child,

@@ -139,7 +139,8 @@ _TYPE_NAMES = {
 _FIELD_HINTS = {
     "image": "e.g. image: bastion/python:3.11",
     "name": "every step, service and volume needs a unique name",
-    "steps": "a pipeline needs at least one step: steps: [{name: build, image: ..., commands: [...]}]",
+    "steps": "a pipeline needs at least one step: "
+    "steps: [{name: build, image: ..., commands: [...]}]",
 }
 
 
@@ -224,7 +225,8 @@ class _DocumentChecker:
         path: list[str | int] = []
         current: Any = self.doc.value
         for part in loc:
-            if isinstance(current, dict) and part in current:
+            # Two branches, not one `or`: mypy narrows `part` to int only in the second.
+            if isinstance(current, dict) and part in current:  # noqa: SIM114
                 path.append(part)
                 current = current[part]
             elif isinstance(current, list) and isinstance(part, int) and 0 <= part < len(current):

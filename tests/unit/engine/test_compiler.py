@@ -109,7 +109,10 @@ def test_settings_and_environment_are_substituted_after_parsing() -> None:
     ctx = BuildContext(commit=Commit(message="$(touch /pwned) ${DRONE_COMMIT_SHA}", sha="abc"))
     result = parse(BASIC)
     plan = compile_pipeline(
-        result.manifest, 0, ctx, {"docker_password": "hunter22", "slack": "xoxb-123456"},
+        result.manifest,
+        0,
+        ctx,
+        {"docker_password": "hunter22", "slack": "xoxb-123456"},
         CompileOptions(run_id="r1"),
     )
     env = plan.step("publish").container.env

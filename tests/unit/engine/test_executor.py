@@ -45,7 +45,10 @@ def plan_of(text: str, secrets: dict[str, str] | None = None, timeout: float = 6
     result = parse(text)
     assert result.ok, [d.format() for d in result.diagnostics]
     return compile_pipeline(
-        result.manifest, 0, BuildContext(), secrets or {},
+        result.manifest,
+        0,
+        BuildContext(),
+        secrets or {},
         CompileOptions(run_id="t" + str(time.monotonic_ns())[-8:], timeout=timeout),
     )
 
@@ -64,9 +67,7 @@ def run(
     plan = plan_of(text, secrets, timeout)
     masker = SecretMasker((secrets or {}).values())
     executor = Executor(backend, masker, recorder, poll_interval=0.01)
-    result = executor.run(
-        plan, match or MatchContext.from_build(BuildContext()), cancel=cancel
-    )
+    result = executor.run(plan, match or MatchContext.from_build(BuildContext()), cancel=cancel)
     assert backend.resources_of(plan.run_id) == [], "the run left resources behind"
     return result, recorder, backend
 
@@ -86,7 +87,11 @@ def test_sequential_steps_run_in_order() -> None:
     text = "kind: pipeline\nsteps:\n" + step("a", sleep=0.05) + step("b") + step("c")
     result, rec, _ = run(text)
     assert result.state is State.SUCCESS
-    assert [e for e in rec.events if e[0] == "start"] == [("start", "a"), ("start", "b"), ("start", "c")]
+    assert [e for e in rec.events if e[0] == "start"] == [
+        ("start", "a"),
+        ("start", "b"),
+        ("start", "c"),
+    ]
     assert rec.events.index(("end", "a")) < rec.events.index(("start", "b"))
 
 
@@ -233,7 +238,10 @@ def test_secret_output_is_masked_before_the_reporter_sees_it() -> None:
 
 
 def test_start_failure_is_an_error_and_still_cleans_up() -> None:
-    text = "kind: pipeline\nsteps:\n- {name: a, image: x, environment: {BASTION_FAKE_CRASH: start}}\n" + step("b")
+    text = (
+        "kind: pipeline\nsteps:\n- {name: a, image: x, environment: {BASTION_FAKE_CRASH: start}}\n"
+        + step("b")
+    )
     result, _, backend = run(text)
     assert result.state is State.FAILURE
     assert states(result) == {"a": State.ERROR, "b": State.SKIPPED}

@@ -122,7 +122,9 @@ def test_runner_paths_are_reserved() -> None:
         "- {name: a, image: x, volumes: [{name: c, path: /bastion/bin}]}\n",
         "- {name: c, temp: {}}\n",
     )
-    (refusal,) = review_pipeline(p, trusted=True, max_mem_limit=8 * GIB, reserved_paths=["/bastion"])
+    (refusal,) = review_pipeline(
+        p, trusted=True, max_mem_limit=8 * GIB, reserved_paths=["/bastion"]
+    )
     assert "reserved" in refusal.message
 
 
@@ -131,5 +133,9 @@ def test_memory_above_the_runner_maximum_is_refused() -> None:
     (refusal,) = review_pipeline(p, trusted=True, max_mem_limit=8 * GIB)
     assert refusal.field == "mem_limit"
     assert "BASTION_MAX_MEMORY_LIMIT" in refusal.message
-    assert review_pipeline(pipeline("- {name: a, image: x, mem_limit: 1g}\n"), trusted=False,
-                           max_mem_limit=8 * GIB) == []
+    assert (
+        review_pipeline(
+            pipeline("- {name: a, image: x, mem_limit: 1g}\n"), trusted=False, max_mem_limit=8 * GIB
+        )
+        == []
+    )

@@ -18,12 +18,7 @@ def test_positions_are_recorded_for_every_path() -> None:
 
 
 def test_merge_keys_and_anchors_work_and_explicit_keys_win() -> None:
-    text = (
-        "defaults: &d {image: a, pull: never}\n"
-        "step:\n"
-        "  <<: *d\n"
-        "  image: b\n"
-    )
+    text = "defaults: &d {image: a, pull: never}\nstep:\n  <<: *d\n  image: b\n"
     (doc,), problems = load_documents(text)
     assert problems == []
     assert doc.value["step"] == {"image": "b", "pull": "never"}

@@ -87,8 +87,13 @@ def test_full_drone_file_parses() -> None:
 
 def test_settings_become_plugin_variables() -> None:
     env = settings_to_env(
-        {"repo": "org/app", "tags": ["latest", 1], "build_args": {"A": 1}, "dry-run": True,
-         "password": {"from_secret": "pw"}}
+        {
+            "repo": "org/app",
+            "tags": ["latest", 1],
+            "build_args": {"A": 1},
+            "dry-run": True,
+            "password": {"from_secret": "pw"},
+        }
     )
     assert env["PLUGIN_REPO"] == "org/app"
     assert env["PLUGIN_TAGS"] == "latest,1"
