@@ -15,7 +15,7 @@ from rich.table import Table
 from rich.text import Text
 
 from bastion.engine.executor import RunResult, StepResult
-from bastion.engine.plan import StepKind, StepPlan
+from bastion.engine.plan import Plan, StepKind, StepPlan
 from bastion.engine.status import State
 
 _COLOURS = ("cyan", "magenta", "green", "yellow", "blue", "bright_cyan", "bright_magenta")
@@ -31,12 +31,13 @@ _STATE_STYLE = {
 
 
 class ConsoleReporter:
-    def __init__(self, console: Console, pipeline: str = "") -> None:
+    def __init__(self, console: Console, plan: Plan | None = None) -> None:
         self.console = console
-        self.pipeline = pipeline
         self._partial: dict[str, str] = {}
         self._lock = threading.Lock()
-        self._width = 8
+        # One width for the whole run, so that the output of every step lines up.
+        names = [s.name for s in plan.all_steps()] if plan is not None else []
+        self._width = max([8, *map(len, names)])
 
     def _colour(self, step: StepPlan) -> str:
         return _COLOURS[(step.number - 1) % len(_COLOURS)]

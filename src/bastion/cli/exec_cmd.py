@@ -198,7 +198,7 @@ def run_exec(opts: ExecOptions, out: Console, err: Console) -> int:
             if cancel.is_set():
                 break
             out.print(Text(f"pipeline {pipeline.name}", style="bold underline"))
-            reporter = ConsoleReporter(out, pipeline.name)
+            reporter = ConsoleReporter(out, s.plan)
             archive = None if pipeline.clone.disable else workspace_archive(directory)
             executor = Executor(backend, masker, reporter)
             run = executor.run(s.plan, match, workspace=archive, cancel=cancel)
