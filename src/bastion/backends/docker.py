@@ -18,7 +18,7 @@ Choices worth knowing:
 * **pids limit hits** are read from the container's cgroup (``pids.events``) by a small
   watcher thread, as Docker does not report them. A process that exits right after its first
   failed fork leaves a window of about 10 ms before the cgroup is gone, so the watcher polls
-  every 5 ms during a step's first second and while the pids count is near its limit, and
+  every 2 ms during a step's first second and while the pids count is near its limit, and
   every 0.2 s otherwise; each output chunk also triggers a read, because a failed fork is
   usually followed by an error message. It remains best effort: no cgroup path, no report.
 * **Errors** from docker-py are translated into ``BackendError`` with a message that says
@@ -89,7 +89,7 @@ class PidsWatcher:
     """
 
     SLOW_INTERVAL = 0.2
-    FAST_INTERVAL = 0.005
+    FAST_INTERVAL = 0.002
     FAST_PERIOD = 1.0  # seconds after the start during which the watcher polls fast
     FIND_TIMEOUT = 2.0  # the cgroup exists once the container runs; give up after this
 
@@ -331,13 +331,16 @@ class DockerBackend:
             stream = container.attach(stdout=True, stderr=True, stream=True, logs=False)
             with self._lock:
                 state.stream = stream
+            # Watch before starting: the cgroup appears before the process runs, and a fork
+            # bomb that gives up at once is over within milliseconds.
+            watcher = PidsWatcher(self.cgroup_root, container.id or "")
+            watcher.start()
             try:
                 container.start()
             except Exception:
+                watcher.stop()
                 _close_stream(stream)
                 raise
-            watcher = PidsWatcher(self.cgroup_root, container.id or "")
-            watcher.start()
             with self._lock:
                 state.watcher = watcher
                 state.started = True

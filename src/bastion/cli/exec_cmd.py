@@ -44,7 +44,7 @@ from bastion.cli.sources import (
 from bastion.engine.backend import Backend, BackendError
 from bastion.engine.compiler import CompileError, CompileOptions, compile_pipeline
 from bastion.engine.executor import Executor, RunResult
-from bastion.engine.hardening import Hardening, HardeningSettings
+from bastion.engine.hardening import Hardening, SettingsError, load_hardening
 from bastion.engine.masking import SecretMasker, SecretTooShortError, validate_secrets
 from bastion.engine.plan import LABEL_OWNER_HOST, LABEL_OWNER_PID, Plan
 from bastion.engine.status import State
@@ -145,7 +145,7 @@ def run_exec(opts: ExecOptions, out: Console, err: Console) -> int:
         trusted=opts.trusted,
         now=int(time.time()),
     )
-    hardening = HardeningSettings().to_hardening()
+    hardening = _hardening()
     selected = _select(manifest, opts, context)
     _compile_all(manifest, selected, context, secret_values, hardening, opts)
 
@@ -342,3 +342,10 @@ def _cancel_on_signals(cancel: threading.Event, err: Console) -> Iterator[None]:
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
+
+
+def _hardening() -> Hardening:
+    try:
+        return load_hardening()
+    except SettingsError as exc:
+        raise CliError(f"invalid setting: {exc}") from None

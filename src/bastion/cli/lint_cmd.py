@@ -12,9 +12,9 @@ import sys
 from enum import StrEnum
 from pathlib import Path
 
-from bastion.cli.errors import EXIT_INVALID, EXIT_OK
+from bastion.cli.errors import EXIT_INVALID, EXIT_OK, CliError
 from bastion.cli.sources import read_pipeline_file
-from bastion.engine.hardening import HardeningSettings
+from bastion.engine.hardening import Hardening, SettingsError, load_hardening
 from bastion.policy.trust import review_pipeline
 from bastion.spec.diagnostics import Diagnostic, Kind
 from bastion.spec.parse import parse
@@ -29,7 +29,7 @@ def lint_diagnostics(path: Path, *, trusted: bool) -> list[Diagnostic]:
     result = parse(read_pipeline_file(path), filename=str(path))
     diagnostics = list(result.diagnostics)
     if result.ok:
-        hardening = HardeningSettings().to_hardening()
+        hardening = _hardening()
         for index, pipeline in enumerate(result.manifest.pipelines):
             for refusal in review_pipeline(
                 pipeline,
@@ -57,3 +57,10 @@ def run_lint(path: Path, *, trusted: bool, output: OutputFormat) -> int:
         for d in diagnostics:
             sys.stdout.write(d.format() + "\n")
     return EXIT_INVALID
+
+
+def _hardening() -> Hardening:
+    try:
+        return load_hardening()
+    except SettingsError as exc:
+        raise CliError(f"invalid setting: {exc}") from None

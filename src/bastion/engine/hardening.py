@@ -16,9 +16,11 @@ AUDIT_WRITE, SETFCAP (file capabilities, a privilege-escalation path) and SETPCA
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_CAPABILITIES: tuple[str, ...] = (
@@ -41,6 +43,24 @@ DROPPED_FROM_DOCKER_DEFAULT: tuple[str, ...] = (
     "SETPCAP",
 )
 
+# Capabilities that amount to root on the host; no setting adds them to every build.
+FORBIDDEN_CAPABILITIES = frozenset(
+    {
+        "SYS_ADMIN",
+        "SYS_MODULE",
+        "SYS_PTRACE",
+        "SYS_RAWIO",
+        "DAC_READ_SEARCH",
+        "NET_ADMIN",
+        "SYS_BOOT",
+        "MAC_ADMIN",
+        "MAC_OVERRIDE",
+        "BPF",
+        "PERFMON",
+        "ALL",
+    }
+)
+
 GIB = 1 << 30
 MIB = 1 << 20
 
@@ -56,7 +76,8 @@ class Hardening:
     cpus: float = 2.0
     read_only_rootfs: bool = False
     tmp_size: int = 512 * MIB  # size of the tmpfs on /tmp when the root is read-only
-    seccomp_profile: str = ""  # "" = Docker's default profile; "unconfined" is never used
+    seccomp_profile: str = ""  # JSON of a custom profile; "" = Docker's default profile
+    seccomp_source: str = ""  # where the custom profile came from, for explain()
     max_mem_limit: int = 8 * GIB  # the largest mem_limit a (trusted) step may ask for
     runner_paths: tuple[str, ...] = field(default=("/bastion",))  # reserved in containers
 
@@ -78,7 +99,13 @@ class Hardening:
                 "on" if self.no_new_privileges else "OFF",
                 "BASTION_NO_NEW_PRIVILEGES",
             ),
-            ("seccomp", self.seccomp_profile or "Docker default profile", "BASTION_SECCOMP"),
+            (
+                "seccomp",
+                f"custom profile {self.seccomp_source}"
+                if self.seccomp_profile
+                else "Docker default profile",
+                "BASTION_SECCOMP",
+            ),
             ("pids limit", str(self.pids_limit), "BASTION_PIDS_LIMIT"),
             ("memory limit", _size(self.mem_limit) + " (no swap)", "BASTION_MEMORY_LIMIT"),
             ("max step mem_limit", _size(self.max_mem_limit), "BASTION_MAX_MEMORY_LIMIT"),
@@ -100,6 +127,23 @@ def _size(n: int) -> str:
     return f"{n // MIB} MiB"
 
 
+class SettingsError(ValueError):
+    """A hardening setting has a value Bastion cannot use; the message names the variable."""
+
+
+def load_hardening() -> Hardening:
+    """The hardening from the environment, or ``SettingsError`` naming each bad variable."""
+    try:
+        return HardeningSettings().to_hardening()
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            name = "BASTION_" + str(error["loc"][0]).upper() if error["loc"] else "BASTION_*"
+            message = str(error["msg"]).removeprefix("Value error, ")
+            problems.append(f"{name}: {message}")
+        raise SettingsError("; ".join(problems)) from None
+
+
 class HardeningSettings(BaseSettings):
     """``BASTION_*`` variables (with Drone's runner names as aliases) → ``Hardening``."""
 
@@ -119,12 +163,45 @@ class HardeningSettings(BaseSettings):
     read_only_rootfs: bool = False
     tmp_size: int = Field(default=512 * MIB, ge=MIB)
 
+    @field_validator("seccomp")
+    @classmethod
+    def _never_unconfined(cls, value: str) -> str:
+        if value.strip().lower() == "unconfined":
+            raise ValueError(
+                "unconfined turns the system-call filter off for every build; give the path "
+                "of a seccomp profile (JSON) to replace Docker's default, or leave it empty"
+            )
+        return value.strip()
+
+    @field_validator("cap_add")
+    @classmethod
+    def _known_capabilities(cls, value: str) -> str:
+        caps = [c.strip().upper().removeprefix("CAP_") for c in value.split(",") if c.strip()]
+        forbidden = sorted(set(caps) & FORBIDDEN_CAPABILITIES)
+        if forbidden:
+            raise ValueError(
+                f"{', '.join(forbidden)} would let a build escape its container; Bastion never "
+                "adds it (use a trusted repository with privileged: true if you really must)"
+            )
+        return ",".join(caps)
+
     def to_hardening(self) -> Hardening:
         caps = tuple(c.strip().upper() for c in self.cap_add.split(",") if c.strip())
+        profile = ""
+        if self.seccomp:
+            # Docker's API takes the profile's JSON, not its path (the docker CLI reads it).
+            try:
+                profile = Path(self.seccomp).read_text(encoding="utf-8")
+                json.loads(profile)
+            except (OSError, ValueError) as exc:
+                raise SettingsError(
+                    f"BASTION_SECCOMP: cannot use {self.seccomp} as a seccomp profile ({exc})"
+                ) from None
         return Hardening(
             cap_add=caps,
             no_new_privileges=self.no_new_privileges,
-            seccomp_profile=self.seccomp,
+            seccomp_profile=profile,
+            seccomp_source=self.seccomp,
             pids_limit=self.pids_limit,
             mem_limit=self.memory_limit,
             max_mem_limit=max(self.max_memory_limit, self.memory_limit),
