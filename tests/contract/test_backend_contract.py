@@ -27,6 +27,9 @@ from bastion.backends.fake import ENV_CRASH, ENV_OUTPUT, ENV_SLEEP, FILLER_LINE
 from bastion.engine.backend import Backend, BackendError, StepExit
 from bastion.engine.plan import PullPolicy
 
+# A broken backend hangs rather than fails: keep each case short.
+pytestmark = pytest.mark.timeout(120)
+
 # Generous bounds: they only keep a broken backend from hanging the suite.
 PROMPTLY = 10.0
 EVENTUALLY = 60.0
@@ -319,6 +322,19 @@ def test_destroy_while_a_step_runs_leaves_nothing(harness: Harness) -> None:
     harness.backend.start(plan, plan.step("busy"))
 
     harness.backend.destroy(plan)
+
+    assert harness.leftovers(plan) == []
+
+
+def test_a_start_after_destroy_creates_nothing(harness: Harness) -> None:
+    # network_mode "none" (trusted only) needs no run network: only destroy() stands in the
+    # way, as it does for a start() that was pulling an image when the run was cancelled.
+    plan = harness.plan([scripted_step("late", network_mode="none")])
+    harness.backend.setup(plan)
+    harness.backend.destroy(plan)
+
+    with pytest.raises(BackendError, match="destroyed"):
+        harness.backend.start(plan, plan.step("late"))
 
     assert harness.leftovers(plan) == []
 

@@ -17,10 +17,14 @@ Choices worth knowing:
   (a volume a mount referenced before ``setup``).
 * **pids limit hits** are read from the container's cgroup (``pids.events``) by a small
   watcher thread, as Docker does not report them. A process that exits right after its first
-  failed fork leaves a window of about 10 ms before the cgroup is gone, so the watcher polls
-  every 2 ms during a step's first second and while the pids count is near its limit, and
-  every 0.2 s otherwise; each output chunk also triggers a read, because a failed fork is
-  usually followed by an error message. It remains best effort: no cgroup path, no report.
+  failed fork leaves a window of about 10 ms before the cgroup is gone, so the watcher starts
+  before the container does, polls every 2 ms during a step's first second and while the
+  pids count is near its limit, and every 0.2 s otherwise; each output chunk also triggers
+  a read, because a failed fork is usually followed by an error message. It remains best
+  effort: no cgroup path, no report.
+* **stop() at any time.** A stop that arrives before or during ``start`` is remembered: the
+  container is then never started (or killed as soon as it is), and ``wait`` reports a
+  kill. A ``start`` racing ``destroy`` (a cancel during a pull) removes what it created.
 * **Errors** from docker-py are translated into ``BackendError`` with a message that says
   what failed and what to do; an unreachable engine says so and names the script that
   starts one.
@@ -91,7 +95,9 @@ class PidsWatcher:
     SLOW_INTERVAL = 0.2
     FAST_INTERVAL = 0.002
     FAST_PERIOD = 1.0  # seconds after the start during which the watcher polls fast
-    FIND_TIMEOUT = 2.0  # the cgroup exists once the container runs; give up after this
+    # The watcher starts before the container does; the cgroup appears when it starts. Give
+    # up after this long (a runner inside a container may not see the host's cgroups).
+    FIND_TIMEOUT = 10.0
 
     def __init__(self, cgroup_root: Path, container_id: str) -> None:
         self.candidates = (
@@ -143,7 +149,7 @@ class PidsWatcher:
                 if self._events_fd is None and not self._open():
                     if time.monotonic() - started > self.FIND_TIMEOUT:
                         return  # no cgroup we know how to read: report nothing
-                    near_limit = True  # poll fast until it appears
+                    near_limit = False
                 else:
                     near_limit = self._read()
             fast = near_limit or time.monotonic() - started < self.FAST_PERIOD
@@ -253,6 +259,9 @@ class DockerBackend:
         self._lock = threading.Lock()
         self._client_lock = threading.Lock()
         self._steps: dict[str, _StepState] = {}  # container name -> state
+        # Runs being (or already) destroyed: a start() racing a destroy() (a cancel while an
+        # image is pulled) must not leave a container that destroy() listed too early.
+        self._closed_runs: set[str] = set()
 
     @property
     def client(self) -> docker.DockerClient:
@@ -268,6 +277,8 @@ class DockerBackend:
     # -- the protocol --------------------------------------------------------------------------
 
     def setup(self, plan: Plan) -> None:
+        with self._lock:
+            self._closed_runs.discard(plan.run_id)
         with self._errors(f"cannot set up run {plan.run_id}"):
             self._ensure_network(plan)
             for volume in (plan.workspace_volume, *plan.volumes):
@@ -322,11 +333,19 @@ class DockerBackend:
                 return  # stopped before it started: it never runs; wait() says so
         with self._errors(f"cannot start step {step.name!r}"):
             self._ensure_image(spec)
+            self._check_open(plan)
             container = self._create_container(plan, spec)
             with self._lock:
                 state.container = container
-                if state.stop_was_requested():  # by stop(), in another thread
+                closed = plan.run_id in self._closed_runs
+                if state.stop_was_requested() and not closed:  # by stop(), in another thread
                     return
+            if closed:
+                # destroy() ran while we created the container (and maybe made Docker create
+                # a volume it mounts): clean up again, all of it.
+                with contextlib.suppress(BackendError):
+                    self.destroy(plan)
+                self._check_open(plan)
             # Attach before start: output printed at once is not lost, as with `docker run`.
             stream = container.attach(stdout=True, stderr=True, stream=True, logs=False)
             with self._lock:
@@ -434,6 +453,7 @@ class DockerBackend:
     def destroy(self, plan: Plan) -> None:
         names = {s.container.name for s in plan.all_steps()}
         with self._lock:
+            self._closed_runs.add(plan.run_id)
             mine = [n for n, s in self._steps.items() if s.run_id == plan.run_id or n in names]
             states = [self._steps.pop(n) for n in mine]
         for state in states:
@@ -512,12 +532,21 @@ class DockerBackend:
                     raise BackendError(missing_image_message(spec.image)) from None
             else:
                 return
+        # The low-level pull, because the high-level one drops the errors the engine reports
+        # in the progress stream (after the request itself succeeded): a denied manifest
+        # would only surface as a confusing "no such image" afterwards.
+        auth = dict(spec.pull_auth) if spec.pull_auth else None
+        failure = ""
         try:
-            self.client.images.pull(
-                spec.image, auth_config=dict(spec.pull_auth) if spec.pull_auth else None
-            )
+            for event in self.client.api.pull(
+                spec.image, stream=True, decode=True, auth_config=auth
+            ):
+                if isinstance(event, dict) and event.get("error"):
+                    failure = str(event["error"])
         except docker.errors.APIError as exc:
-            raise BackendError(pull_failed_message(spec.image, _explain(exc))) from exc
+            failure = _explain(exc)
+        if failure:
+            raise BackendError(pull_failed_message(spec.image, failure))
 
     # -- containers ------------------------------------------------------------------------------
 
@@ -665,6 +694,12 @@ class DockerBackend:
             delay = min(delay * 2, 0.5)
 
     # -- helpers ---------------------------------------------------------------------------------
+
+    def _check_open(self, plan: Plan) -> None:
+        with self._lock:
+            closed = plan.run_id in self._closed_runs
+        if closed:
+            raise BackendError(f"run {plan.run_id} was destroyed while the step started")
 
     def _state(self, step: StepPlan) -> _StepState:
         with self._lock:

@@ -232,6 +232,7 @@ class FakeBackend:
         self._volume_files: dict[str, dict[str, bytes]] = {}  # volume -> path -> content
         self._processes: dict[str, _FakeProcess] = {}  # container name -> process
         self._stop_requested: set[str] = set()  # container names stopped before they started
+        self._closed_runs: set[str] = set()  # destroyed and not set up again
 
     # -- inspection helpers for tests ---------------------------------------------------------
 
@@ -259,6 +260,7 @@ class FakeBackend:
     def setup(self, plan: Plan) -> None:
         self._record("setup", plan)
         with self._lock:
+            self._closed_runs.discard(plan.run_id)
             self._create(plan, "network", plan.network)
             for volume in (plan.workspace_volume, *plan.volumes):
                 self._create(plan, "volume", volume)
@@ -297,6 +299,8 @@ class FakeBackend:
                 # Stopped before it started (cancel during a pull): it never runs.
                 return
             self._ensure_image(spec)
+            if plan.run_id in self._closed_runs:
+                raise BackendError(f"run {plan.run_id} was destroyed while the step started")
             if not spec.network_mode and ("network", plan.network) not in self._resources:
                 raise BackendError(
                     f"cannot create the container of step {step.name!r}: network "
@@ -382,6 +386,7 @@ class FakeBackend:
         self._record("destroy", plan)
         names = {s.container.name for s in plan.all_steps()}
         with self._lock:
+            self._closed_runs.add(plan.run_id)
             for key, resource in list(self._resources.items()):
                 if resource.run_id == plan.run_id or (
                     resource.kind == "container" and resource.name in names

@@ -46,7 +46,8 @@ from bastion.engine.plan import (
     Plan,
 )
 
-pytestmark = pytest.mark.docker
+# A broken backend hangs rather than fails: keep each case short.
+pytestmark = [pytest.mark.docker, pytest.mark.timeout(120)]
 
 # Bit numbers of the capabilities in /proc/<pid>/status (linux/capability.h).
 CAPABILITY_BITS = {
