@@ -1,0 +1,206 @@
+"""JSON shapes of the REST API, shared by the server (responses) and the client SDK.
+
+Field names follow Drone's API (``/api/repos/{owner}/{name}/builds/...``) so that existing
+Drone API clients keep working. Request bodies are separate models from responses, and
+forbid unknown fields so that a typo is a 400 with a message, not a silent no-op.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Response(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class Request(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class StepOut(Response):
+    id: int
+    step_id: int  # Drone's name for the stage id
+    number: int
+    name: str
+    status: str
+    error: str = ""
+    exit_code: int = 0
+    started: int = 0
+    stopped: int = 0
+    detached: bool = False
+    service: bool = False
+
+
+class StageOut(Response):
+    id: int
+    repo_id: int
+    build_id: int
+    number: int
+    name: str
+    kind: str = "pipeline"
+    type: str = "docker"
+    status: str
+    error: str = ""
+    errignore: bool = False
+    exit_code: int = 0
+    machine: str = ""
+    os: str = "linux"
+    arch: str = "amd64"
+    variant: str = ""
+    started: int = 0
+    stopped: int = 0
+    created: int = 0
+    updated: int = 0
+    on_success: bool = True
+    on_failure: bool = False
+    depends_on: list[str] = Field(default_factory=list)
+    labels: dict[str, str] = Field(default_factory=dict)
+    steps: list[StepOut] = Field(default_factory=list)
+
+
+class BuildOut(Response):
+    id: int
+    repo_id: int
+    trigger: str = ""
+    number: int
+    parent: int = 0
+    status: str
+    error: str = ""
+    event: str
+    action: str = ""
+    link: str = ""
+    timestamp: int = 0
+    title: str = ""
+    message: str = ""
+    before: str = ""
+    after: str = ""
+    ref: str = ""
+    source_repo: str = ""
+    source: str = ""
+    target: str = ""
+    author_login: str = ""
+    author_name: str = ""
+    author_email: str = ""
+    author_avatar: str = ""
+    sender: str = ""
+    params: dict[str, str] = Field(default_factory=dict)
+    cron: str = ""
+    deploy_to: str = ""
+    started: int = 0
+    finished: int = 0
+    created: int = 0
+    updated: int = 0
+    stages: list[StageOut] = Field(default_factory=list)
+
+
+class RepoOut(Response):
+    id: int
+    uid: str = ""
+    namespace: str
+    name: str
+    slug: str
+    scm: str = "git"
+    forge: str = "local"
+    git_http_url: str = ""
+    git_ssh_url: str = ""
+    link: str = ""
+    default_branch: str = "main"
+    private: bool = True
+    visibility: str = "private"
+    active: bool = False
+    config_path: str = ".drone.yml"
+    trusted: bool = False
+    protected: bool = False
+    ignore_forks: bool = False
+    ignore_pull_requests: bool = False
+    auto_cancel_pull_requests: bool = False
+    auto_cancel_pushes: bool = False
+    timeout: int = 60
+    counter: int = 0
+    created: int = 0
+    updated: int = 0
+    build: BuildOut | None = None
+
+
+class UserOut(Response):
+    id: int
+    login: str
+    email: str = ""
+    machine: bool = False
+    admin: bool = False
+    active: bool = True
+    created: int = 0
+    updated: int = 0
+
+
+class RunnerOut(Response):
+    id: int
+    name: str
+    os: str = ""
+    arch: str = ""
+    labels: dict[str, str] = Field(default_factory=dict)
+    capacity: int = 1
+    version: str = ""
+    created: int = 0
+    last_seen: int = 0
+    revoked: bool = False
+
+
+class RunnerCreated(RunnerOut):
+    token: str  # shown once
+
+
+class TokenCreated(Response):
+    login: str
+    token: str  # shown once
+
+
+class LogLineOut(Response):
+    """Drone's log line shape."""
+
+    pos: int
+    out: str
+    time: int
+
+
+class VersionOut(Response):
+    version: str
+    protocol: int
+
+
+class RepoPatch(Request):
+    """``PATCH /api/repos/{owner}/{name}``. ``trusted`` needs a system admin."""
+
+    trusted: bool | None = None
+    protected: bool | None = None
+    visibility: str | None = Field(default=None, pattern="^(private|internal|public)$")
+    timeout: int | None = Field(default=None, ge=1, le=24 * 60)
+    config_path: str | None = Field(default=None, min_length=1, max_length=255)
+    ignore_forks: bool | None = None
+    ignore_pull_requests: bool | None = None
+    auto_cancel_pull_requests: bool | None = None
+    auto_cancel_pushes: bool | None = None
+
+
+class RepoCreate(Request):
+    """``POST /api/repos``: a repository on the local forge."""
+
+    owner: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+    default_branch: str = "main"
+
+
+class UserCreate(Request):
+    login: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+    email: str = ""
+    admin: bool = False
+    machine: bool = False
+
+
+class RunnerCreate(Request):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+
+
+class ErrorOut(Response):
+    message: str

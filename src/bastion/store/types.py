@@ -1,0 +1,243 @@
+"""Plain dataclasses the store returns: users, tokens, repositories, builds, stages, steps,
+runners. Nothing outside ``bastion.store`` ever sees a SQLAlchemy object.
+
+Times are Unix seconds (integers), as in Drone's API. Secret material is never a field of
+these types: token hashes, lease ids and encrypted webhook secrets stay inside the store
+and are reached through dedicated functions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+class Status(StrEnum):
+    """Build and stage states, as Drone names them."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    SUCCESS = "success"
+    FAILURE = "failure"
+    ERROR = "error"
+    KILLED = "killed"
+    SKIPPED = "skipped"
+    BLOCKED = "blocked"  # waiting for an approval
+    DECLINED = "declined"
+    WAITING = "waiting_on_dependencies"
+
+    @property
+    def done(self) -> bool:
+        return self in _DONE
+
+    @property
+    def failed(self) -> bool:
+        return self in {Status.FAILURE, Status.ERROR, Status.KILLED, Status.DECLINED}
+
+
+_DONE = frozenset(
+    {Status.SUCCESS, Status.FAILURE, Status.ERROR, Status.KILLED, Status.SKIPPED, Status.DECLINED}
+)
+
+
+class Scope(StrEnum):
+    READ = "read"
+    WRITE = "write"
+    ADMIN = "admin"
+
+
+@dataclass(frozen=True)
+class User:
+    id: int
+    login: str
+    email: str
+    admin: bool
+    active: bool  # False: blocked; its tokens stop working at once
+    machine: bool  # a machine account (bots), never logs in interactively
+    created: int
+    updated: int
+
+
+@dataclass(frozen=True)
+class Token:
+    id: int
+    user_id: int
+    name: str
+    scopes: tuple[Scope, ...]
+    created: int
+    expires: int  # 0: never
+    last_used: int  # 0: never used
+    revoked: bool
+
+
+@dataclass(frozen=True)
+class Repo:
+    id: int
+    owner: str
+    name: str
+    forge: str  # local, github, gitea, gitlab
+    forge_id: str  # the forge's own id, "" for local
+    active: bool
+    trusted: bool
+    protected: bool
+    private: bool
+    visibility: str  # private, internal, public
+    timeout: int  # minutes
+    config_path: str
+    default_branch: str
+    http_url: str
+    ssh_url: str
+    link: str
+    counter: int  # last build number
+    ignore_forks: bool
+    ignore_pulls: bool
+    auto_cancel_pulls: bool
+    auto_cancel_pushes: bool
+    created: int
+    updated: int
+
+    @property
+    def slug(self) -> str:
+        return f"{self.owner}/{self.name}"
+
+
+@dataclass(frozen=True)
+class Build:
+    id: int
+    repo_id: int
+    number: int
+    parent: int
+    status: Status
+    event: str
+    action: str
+    link: str
+    title: str
+    message: str
+    before: str
+    after: str  # the commit sha being built
+    ref: str
+    source_repo: str
+    source: str  # source branch
+    target: str  # target branch (the branch for pushes)
+    author_login: str
+    author_name: str
+    author_email: str
+    author_avatar: str
+    sender: str
+    deploy_to: str
+    cron: str
+    trigger: str
+    fork: bool
+    error: str
+    params: dict[str, str]
+    created: int
+    updated: int
+    started: int
+    finished: int
+
+
+@dataclass(frozen=True)
+class Stage:
+    id: int
+    build_id: int
+    repo_id: int
+    number: int
+    name: str
+    kind: str
+    type: str
+    status: Status
+    error: str
+    errignore: bool
+    exit_code: int
+    machine: str  # name of the runner that ran it
+    os: str
+    arch: str
+    variant: str
+    labels: dict[str, str]  # the pipeline's `node:` labels a runner must have
+    depends_on: tuple[str, ...]
+    on_success: bool  # run when the stages it depends on succeeded
+    on_failure: bool  # run when one of them failed
+    runner_id: int | None
+    lease_expires: int  # 0 when not leased
+    started: int
+    stopped: int
+    created: int
+    updated: int
+
+
+@dataclass(frozen=True)
+class Step:
+    id: int
+    stage_id: int
+    number: int
+    name: str
+    status: Status
+    error: str
+    exit_code: int
+    started: int
+    stopped: int
+    detached: bool
+    service: bool
+
+
+@dataclass(frozen=True)
+class Runner:
+    id: int
+    name: str
+    os: str
+    arch: str
+    labels: dict[str, str] = field(default_factory=dict)
+    capacity: int = 1
+    version: str = ""
+    created: int = 0
+    last_seen: int = 0
+    revoked: bool = False
+
+
+@dataclass(frozen=True)
+class NewStage:
+    """A stage to create with its build."""
+
+    number: int
+    name: str
+    status: Status
+    kind: str = "pipeline"
+    type: str = "docker"
+    os: str = "linux"
+    arch: str = "amd64"
+    variant: str = ""
+    labels: dict[str, str] = field(default_factory=dict)
+    depends_on: tuple[str, ...] = ()
+    on_success: bool = True
+    on_failure: bool = False
+    error: str = ""
+
+
+@dataclass(frozen=True)
+class NewBuild:
+    """The fields of a build to create; the store allocates its number."""
+
+    event: str
+    status: Status = Status.PENDING
+    action: str = ""
+    link: str = ""
+    title: str = ""
+    message: str = ""
+    before: str = ""
+    after: str = ""
+    ref: str = ""
+    source_repo: str = ""
+    source: str = ""
+    target: str = ""
+    author_login: str = ""
+    author_name: str = ""
+    author_email: str = ""
+    author_avatar: str = ""
+    sender: str = ""
+    deploy_to: str = ""
+    cron: str = ""
+    trigger: str = ""
+    fork: bool = False
+    error: str = ""
+    parent: int = 0
+    params: dict[str, str] = field(default_factory=dict)
