@@ -184,11 +184,25 @@ class RepoPatch(Request):
 
 
 class RepoCreate(Request):
-    """``POST /api/repos``: a repository on the local forge."""
+    """``POST /api/repos`` (admins): register a repository. ``forge: local`` creates a bare
+    repository on the server's local forge; github / gitea / gitlab register one whose
+    webhooks the server will accept (a webhook secret is generated and shown once)."""
 
     owner: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+    forge: str = Field(default="local", pattern="^(local|github|gitea|gitlab)$")
+    forge_id: str = ""
+    http_url: str = ""  # clone URL for forge repositories
     default_branch: str = "main"
+    private: bool = True
+
+
+class RepoCreated(RepoOut):
+    """The response to ``POST /api/repos``: where to push, or how to set up the webhook."""
+
+    git_push_url: str = ""  # local forge: the path or URL to push to
+    webhook_url: str = ""  # forges: where to point the webhook
+    webhook_secret: str = ""  # forges: shown once
 
 
 class UserCreate(Request):

@@ -117,6 +117,18 @@ class StageInfo(Message):
     timeout: int  # seconds
 
 
+class CloneInfo(Message):
+    """How the runner gets the source. ``bundle``: download a git bundle of the commit from
+    the server (local forge, authorised by the lease). ``git``: clone ``url`` (forges), with
+    credentials that only the runner's clone on the host ever sees."""
+
+    kind: str = "bundle"  # bundle | git | none
+    url: str = ""
+    username: str = ""
+    password: str = Field(default="", repr=False)
+    depth: int = 0
+
+
 class StageDetails(Message):
     """What a runner needs to run one stage, and nothing more."""
 
@@ -127,6 +139,7 @@ class StageDetails(Message):
     config: str  # the whole .drone.yml at the commit
     config_path: str = ".drone.yml"
     pipeline: str  # the name of the pipeline this stage runs
+    clone: CloneInfo = Field(default_factory=CloneInfo)
     secrets: dict[str, str] = Field(default_factory=dict, repr=False)
     system_host: str = ""
     system_proto: str = "http"
