@@ -67,7 +67,7 @@ from bastion.cli.sources import build_context, workspace_archive
 from bastion.engine.backend import CleanupReport, StepExit
 from bastion.engine.compiler import CompileOptions, compile_pipeline
 from bastion.engine.executor import Executor, NullReporter, RunResult
-from bastion.engine.hardening import HardeningSettings
+from bastion.engine.hardening import load_hardening
 from bastion.engine.masking import SecretMasker
 from bastion.engine.plan import (
     LABEL_MANAGED,
@@ -113,7 +113,7 @@ def build_plan(file: Path, context: BuildContext) -> Plan:
         raise RuntimeError([d.format() for d in result.diagnostics])
     options = CompileOptions(
         run_id=secrets.token_hex(5),
-        hardening=HardeningSettings().to_hardening(),
+        hardening=load_hardening(),
         owner_labels={LABEL_OWNER_PID: str(os.getpid()), LABEL_OWNER_HOST: os.uname().nodename},
         host_arch=platform.machine(),
     )

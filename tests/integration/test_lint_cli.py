@@ -237,12 +237,6 @@ def test_json_output_has_the_same_problems_with_line_column_path_and_kind(
     ] == [(d["line"], d["column"], d["kind"], d["path"], d["message"]) for d in diagnostics(text)]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="product bug: lint_cmd.lint_diagnostics applies the trust policy only when the whole "
-    "file parsed without errors, so a policy problem is not reported as long as any other "
-    "pipeline of the file has a schema or graph error",
-)
 def test_policy_problems_are_reported_along_with_errors_elsewhere_in_the_file(
     tmp_path: Path,
 ) -> None:

@@ -282,6 +282,7 @@ def _compile_all(
         except CompileError as exc:
             problems.extend(exc.diagnostics)
     if problems:
+        problems.sort(key=lambda d: (d.file, d.line, d.column))
         raise CliError(
             "\n".join(d.format() for d in problems) + "\nnothing was run: no container was started"
         )

@@ -28,7 +28,9 @@ class OutputFormat(StrEnum):
 def lint_diagnostics(path: Path, *, trusted: bool) -> list[Diagnostic]:
     result = parse(read_pipeline_file(path), filename=str(path))
     diagnostics = list(result.diagnostics)
-    if result.ok:
+    # Pipelines that validated are reviewed even when another document has errors: every
+    # problem is reported at once.
+    if result.manifest.pipelines:
         hardening = _hardening()
         for index, pipeline in enumerate(result.manifest.pipelines):
             for refusal in review_pipeline(

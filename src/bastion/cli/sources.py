@@ -15,7 +15,7 @@ import tarfile
 from collections.abc import Iterable
 from pathlib import Path
 
-from dotenv import dotenv_values
+from dotenv.parser import parse_stream
 
 from bastion.cli.errors import CliError
 from bastion.spec.context import Build, BuildContext, Commit, Repo, System
@@ -36,50 +36,55 @@ def read_pipeline_file(path: Path) -> bytes:
 
 
 def parse_secret_args(values: Iterable[str]) -> dict[str, str]:
+    """``--secret NAME=VALUE`` options. Error messages never repeat what was given: a
+    mistyped option may well be the secret itself."""
     secrets: dict[str, str] = {}
-    for raw in values:
+    for index, raw in enumerate(values, start=1):
         name, sep, value = raw.partition("=")
         if not sep or not name:
-            raise CliError(f"--secret {name or raw!r}: expected NAME=VALUE")
+            raise CliError(
+                f"--secret number {index}: expected NAME=VALUE (what was given is not shown, "
+                "as it may be the secret)"
+            )
         if not _SECRET_NAME.match(name):
             raise CliError(
-                f"--secret {name!r}: a secret name starts with a letter or _ and holds letters, "
-                "digits, _ . -"
+                f"--secret {name!r}: a secret name must start with a letter or _ and hold "
+                "letters, digits, _ . -"
             )
         secrets[name] = value
     return secrets
 
 
 def read_secret_file(path: Path) -> dict[str, str]:
-    """Secrets from a dotenv-style file: ``NAME=value`` lines; quoted values may span lines."""
+    """Secrets from a dotenv-style file: ``NAME=value`` lines; quoted values may span lines.
+
+    Parsed with python-dotenv's own parser, so a line of a multi-line value is never taken
+    for a new entry. Errors give the file and line, never the line's content."""
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise CliError(f"{path}: no such secret file") from None
     except (PermissionError, UnicodeDecodeError) as exc:
         raise CliError(f"{path}: cannot read the secret file ({exc})") from None
-    for number, line in enumerate(text.splitlines(), start=1):
-        stripped = line.strip()
-        if not stripped or stripped.startswith("#"):
-            continue
-        name = stripped.removeprefix("export ").split("=", 1)[0].strip()
-        if "=" in stripped and not _SECRET_NAME.match(name):
-            raise CliError(f"{path}:{number}: {name!r} is not a valid secret name")
-    values = dotenv_values(stream=io.StringIO(text), interpolate=False)
     out: dict[str, str] = {}
-    for name, value in values.items():
-        if value is None:
-            where = _line_of(text, name)
-            raise CliError(f"{path}:{where}: {name!r} has no value; write {name}=VALUE")
-        out[name] = value
+    for binding in parse_stream(io.StringIO(text)):
+        line = binding.original.line
+        if binding.error:
+            raise CliError(
+                f"{path}:{line}: not a NAME=VALUE line (is a quote left open?); the line is "
+                "not shown, as it may hold a secret"
+            )
+        if binding.key is None:
+            continue  # a blank line or a comment
+        if not _SECRET_NAME.match(binding.key):
+            raise CliError(
+                f"{path}:{line}: the name must start with a letter or _ and hold letters, "
+                "digits, _ . -"
+            )
+        if binding.value is None:
+            raise CliError(f"{path}:{line}: {binding.key!r} has no value; write NAME=VALUE")
+        out[binding.key] = binding.value
     return out
-
-
-def _line_of(text: str, name: str) -> int:
-    for number, line in enumerate(text.splitlines(), start=1):
-        if line.strip().removeprefix("export ").startswith(name):
-            return number
-    return 1
 
 
 def _git(directory: Path, *args: str) -> str | None:

@@ -103,6 +103,10 @@ def review_pipeline(
             by_trust=True,
         )
 
+    users: dict[str, list[str]] = {}
+    for step in (*pipeline.services, *pipeline.steps):
+        for mount in step.volumes:
+            users.setdefault(mount.name, []).append(step.name)
     host_volumes: dict[str, str] = {}
     memory_volumes: set[str] = set()
     for i, volume in enumerate(pipeline.volumes):
@@ -114,9 +118,14 @@ def review_pipeline(
                     (*where, "host", "path"),
                     "",
                     "volumes",
-                    f"volume {volume.name!r} mounts {volume.host.path}, which exposes the "
-                    "container runtime (its socket or storage); that is control of the host "
-                    "and is refused for every repository, trusted or not",
+                    f"volume {volume.name!r} mounts {volume.host.path}"
+                    + (
+                        f" (used by step {', '.join(repr(u) for u in users[volume.name])})"
+                        if volume.name in users
+                        else ""
+                    )
+                    + ", which exposes the container runtime (its socket or storage); that is "
+                    "control of the host and is refused for every repository, trusted or not",
                     by_trust=False,
                 )
             untrusted(

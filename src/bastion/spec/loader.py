@@ -134,6 +134,10 @@ def load_documents(
         mark = exc.problem_mark or exc.context_mark
         line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)
         what = " ".join(p for p in (exc.context, exc.problem) if p)
+        ctx = exc.context_mark
+        if ctx is not None and (mark is None or ctx.line != mark.line):
+            # An unclosed bracket or quote is found at the end of the file; say where it began.
+            what += f" (the construct began at line {ctx.line + 1}, column {ctx.column + 1})"
         return [], [problem(f"invalid YAML: {what}", line, column, Kind.SYNTAX)]
     except yaml.YAMLError as exc:
         return [], [problem(f"invalid YAML: {exc}", kind=Kind.SYNTAX)]
