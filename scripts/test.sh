@@ -41,6 +41,16 @@ phase "mypy (strict)" "$VENV/bin/mypy"
 # --no-cache: leave no .import_linter_cache folder in the checkout (it takes a second anyway).
 phase "lint-imports" "$VENV/bin/lint-imports" --no-cache
 
+# The suite runs the store and the server against a real PostgreSQL too: start a throwaway
+# cluster here (idempotent) so that a failure to start it is reported as its own phase.
+header "PostgreSQL for the tests"
+if pg_url="$("$REPO/scripts/postgres.sh" | tail -n 1)" && [ -n "$pg_url" ]; then
+  export BASTION_TEST_POSTGRES_URL="$pg_url"
+  echo "PostgreSQL ready on ${pg_url##*@}"
+else
+  failed+=("PostgreSQL start")
+fi
+
 header "pytest${*:+ $*}"
 pytest_rc=0
 "$VENV/bin/pytest" "$@" || pytest_rc=$?
