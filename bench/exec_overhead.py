@@ -64,7 +64,7 @@ from typing import IO, Any
 
 from bastion.backends.docker import DockerBackend
 from bastion.cli.sources import build_context, workspace_archive
-from bastion.engine.backend import CleanupReport, StepExit
+from bastion.engine.backend import CleanupReport, OutputChunk, StepExit
 from bastion.engine.compiler import CompileOptions, compile_pipeline
 from bastion.engine.executor import Executor, NullReporter, RunResult
 from bastion.engine.hardening import load_hardening
@@ -422,7 +422,7 @@ class TimedDockerBackend(DockerBackend):
         with self._call("start", step.name):
             super().start(plan, step)
 
-    def output(self, plan: Plan, step: StepPlan) -> Iterator[bytes]:
+    def output(self, plan: Plan, step: StepPlan) -> Iterator[OutputChunk]:
         with self._call("output", step.name):
             yield from super().output(plan, step)
 

@@ -6,25 +6,61 @@ make_plan`` (pytest runs with ``pythonpath = ["."]`` and ``--import-mode=importl
 
 from __future__ import annotations
 
+import os
+import socket
+import urllib.parse
 from collections.abc import Callable, Iterator
 
 import docker
 import docker.errors
 import pytest
+import requests.exceptions
 from tests.support.plans import BUSYBOX, PYTHON
 from tests.support.resources import sweep
 
 from bastion.engine.plan import Plan
 
 
+def _engine_unreachable() -> str:
+    """Why the Docker engine's socket does not accept a connection ("" when it does).
+
+    Probed with a plain socket, closed whatever happens, before docker-py is asked: when a
+    connection fails, docker-py's unix-socket transport leaks the socket it made (nothing
+    closes it, not even ``DockerClient.close``), and the ``ResourceWarning`` at garbage
+    collection becomes an error of the session under ``filterwarnings = error``. Hosts that
+    are not a unix socket or a TCP address with a port are left to docker-py.
+    """
+    host = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+    url = urllib.parse.urlsplit(host)
+    try:
+        if url.scheme in ("unix", "http+unix"):
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+                probe.settimeout(5)
+                probe.connect(url.path)
+        elif url.scheme in ("tcp", "http", "https") and url.port:
+            with socket.create_connection((url.hostname or "localhost", url.port), timeout=5):
+                pass
+    except OSError as exc:
+        return f"{host}: {exc}"
+    return ""
+
+
 @pytest.fixture(scope="session")
 def docker_client() -> Iterator[docker.DockerClient]:
     """A client of the local Docker engine; tests are skipped, with the reason, when there
-    is no engine or the local images are missing (no registry is reachable to pull them)."""
+    is no engine or the local images are missing (no registry is reachable to pull them).
+    The client is closed on every path, a skip included."""
+    unreachable = _engine_unreachable()
+    if unreachable:
+        pytest.skip(f"no Docker engine ({unreachable}): scripts/docker-engine.sh starts one")
     try:
         client = docker.from_env()
-        client.ping()
     except docker.errors.DockerException as exc:
+        pytest.skip(f"no Docker engine ({exc}): scripts/docker-engine.sh starts one")
+    try:
+        client.ping()
+    except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+        client.close()
         pytest.skip(f"no Docker engine ({exc}): scripts/docker-engine.sh starts one")
     for image in (BUSYBOX, PYTHON):
         try:

@@ -4,7 +4,9 @@ Each case must behave the same on the fake and on Docker. The steps are made wit
 ``scripted_step``: their ``BASTION_FAKE_*`` variables script the fake, and their command
 (``SHELL_SCRIPT``) does the same in a real shell, so one plan means one behaviour.
 Where a case needs real work (a service answering over the network), the fake's variables
-say what the real command will print.
+say what the real command will print. A few cases run the executor on the backend, where a
+backend promise shows its purpose (stderr kept apart so secrets stay masked; a missing image
+failing its own step, not the run).
 """
 
 from __future__ import annotations
@@ -20,12 +22,19 @@ from tests.support.plans import (
     scripted_step,
     workspace_tar,
 )
+from tests.support.reporters import Recorder
 from tests.support.resources import dead_pid
 from tests.support.running import OutputReader, run_step
 
 from bastion.backends.fake import ENV_CRASH, ENV_OUTPUT, ENV_SLEEP, FILLER_LINE
-from bastion.engine.backend import Backend, BackendError, StepExit
+from bastion.engine.backend import Backend, BackendError, OutputChunk, StepExit
+from bastion.engine.executor import Executor
+from bastion.engine.masking import REPLACEMENT, SecretMasker
 from bastion.engine.plan import PullPolicy
+from bastion.engine.status import State
+from bastion.spec.conditions import MatchContext
+from bastion.spec.context import BuildContext
+from bastion.spec.model import Conditions
 
 # A broken backend hangs rather than fails: keep each case short.
 pytestmark = pytest.mark.timeout(120)
@@ -33,6 +42,10 @@ pytestmark = pytest.mark.timeout(120)
 # Generous bounds: they only keep a broken backend from hanging the suite.
 PROMPTLY = 10.0
 EVENTUALLY = 60.0
+
+TOKEN = "Zq9xKvB7wtLmP4Yr"  # a secret, printed in two halves by some cases
+MISSING = "bastion/nonexistent:1"  # an image no host has
+ON_FAILURE = Conditions.model_validate({"status": ["failure"]})
 
 
 def test_implements_the_protocol(harness: Harness) -> None:
@@ -48,8 +61,60 @@ def test_output_is_complete_and_in_order(harness: Harness) -> None:
     output, exit = run_step(harness.backend, plan, plan.step("talk"))
 
     filler = (FILLER_LINE * (100_000 // len(FILLER_LINE) + 1))[:100_000]
-    assert output == b"hello\nworld\n" + filler
+    assert output.stdout == b"hello\nworld\n" + filler
+    assert output.stderr == b""
     assert exit == StepExit(exit_code=0)
+
+
+def test_stderr_arrives_tagged_stderr(harness: Harness) -> None:
+    step = scripted_step("both", output="to stdout\\nagain", stderr="to stderr")
+    plan = harness.plan([step])
+    harness.backend.setup(plan)
+
+    output, exit = run_step(harness.backend, plan, plan.step("both"))
+
+    assert output.stdout == b"to stdout\nagain\n"
+    assert output.stderr == b"to stderr\n"
+    assert all(chunk.data for chunk in output.chunks), output.chunks  # no empty chunk
+    assert {chunk.stream for chunk in output.chunks} == {"stdout", "stderr"}
+    assert all(isinstance(chunk, OutputChunk) for chunk in output.chunks)
+    assert exit == StepExit(exit_code=0)
+
+
+def test_a_stderr_write_inside_an_unfinished_stdout_line_stays_out_of_it(
+    harness: Harness,
+) -> None:
+    # The process writes `split=<first half>` (no line end), then a stderr line, then the
+    # rest of the stdout line: each stream must come out whole, the other's bytes apart.
+    step = scripted_step("split", output=f"split={TOKEN[:9]}\\|{TOKEN[9:]}", stderr="warn")
+    plan = harness.plan([step])
+    harness.backend.setup(plan)
+
+    output, exit = run_step(harness.backend, plan, plan.step("split"))
+
+    assert output.stdout == f"split={TOKEN}\n".encode()
+    assert output.stderr == b"warn\n"
+    assert exit == StepExit(exit_code=0)
+
+
+def test_the_executor_masks_a_secret_cut_by_a_stderr_write(harness: Harness) -> None:
+    # The leak this protects against: stdout and stderr masked as one text read
+    # `split=Zq9xKvB7wwarn` and `tLmP4Yr`, and neither piece is the secret.
+    step = scripted_step("split", output=f"split={TOKEN[:9]}\\|{TOKEN[9:]}", stderr="warn")
+    plan = harness.plan([step])
+    reporter = Recorder()
+
+    result = Executor(harness.backend, SecretMasker([TOKEN]), reporter, poll_interval=0.01).run(
+        plan, MatchContext.from_build(BuildContext())
+    )
+
+    assert result.state is State.SUCCESS, result
+    assert reporter.text("split", "stdout") == f"split={REPLACEMENT}\n"
+    assert reporter.text("split", "stderr") == "warn\n"
+    everything = "".join(reporter.output.values())
+    assert TOKEN[:9] not in everything
+    assert TOKEN[9:] not in everything
+    assert harness.leftovers(plan) == []
 
 
 def test_output_is_streamed_while_the_step_runs(harness: Harness) -> None:
@@ -110,7 +175,7 @@ def test_stop_after_the_step_exited_is_not_a_kill(harness: Harness) -> None:
     step = plan.step("quick")
     harness.backend.setup(plan)
     harness.backend.start(plan, step)
-    b"".join(harness.backend.output(plan, step))  # until the process exits
+    list(harness.backend.output(plan, step))  # until the process exits
 
     harness.backend.stop(plan, step)
     exit = harness.backend.wait(plan, step)
@@ -128,7 +193,7 @@ def test_stop_before_start_means_the_step_never_runs(harness: Harness) -> None:
     harness.backend.stop(plan, step)
     harness.backend.start(plan, step)
 
-    assert b"".join(harness.backend.output(plan, step)) == b""
+    assert list(harness.backend.output(plan, step)) == []
     exit = harness.backend.wait(plan, step)
     assert exit.killed
     assert not any(r.startswith("container") for r in harness.leftovers(plan))
@@ -148,7 +213,8 @@ def test_two_steps_run_in_parallel(harness: Harness) -> None:
 
     def run(name: str) -> None:
         try:
-            results[name] = run_step(harness.backend, plan, plan.step(name))
+            output, exit = run_step(harness.backend, plan, plan.step(name))
+            results[name] = (output.stdout, exit)
         except BaseException as exc:
             errors.append(exc)
 
@@ -175,12 +241,14 @@ def test_populate_workspace_makes_files_visible_to_steps(harness: Harness) -> No
     files = {"hello.txt": "hi from the workspace\n", "sub/dir/data.txt": "nested\n"}
     harness.backend.populate_workspace(plan, workspace_tar(files))
 
-    assert run_step(harness.backend, plan, plan.step("relative"))[0] == files["hello.txt"].encode()
-    assert run_step(harness.backend, plan, plan.step("nested"))[0] == b"nested\n"
+    relative = run_step(harness.backend, plan, plan.step("relative"))[0]
+    assert relative.stdout == files["hello.txt"].encode()
+    assert run_step(harness.backend, plan, plan.step("nested"))[0].stdout == b"nested\n"
     output, exit = run_step(harness.backend, plan, plan.step("missing"))
     assert exit.exit_code == 1
-    assert b"not printed" not in output
-    assert b"absent.txt" in output
+    assert b"not printed" not in output.both
+    assert output.stdout == b""
+    assert b"absent.txt" in output.stderr  # cat's complaint, on stderr
 
 
 def test_a_service_is_reachable_by_its_alias(harness: Harness) -> None:
@@ -207,7 +275,7 @@ def test_a_service_is_reachable_by_its_alias(harness: Harness) -> None:
 
     output, exit = run_step(backend, plan, plan.step("probe"))
 
-    assert (output, exit) == (b"pong\n", StepExit(exit_code=0))
+    assert (output.stdout, exit) == (b"pong\n", StepExit(exit_code=0))
     backend.stop(plan, service)
     assert service_output.join(PROMPTLY)
     assert backend.wait(plan, service).killed
@@ -248,7 +316,77 @@ def test_a_failed_pull_names_the_image_and_the_way_out(harness: Harness, pull: P
 def test_present_image_with_pull_never_runs(harness: Harness) -> None:
     plan = harness.plan([scripted_step("x", image=BUSYBOX, pull=PullPolicy.NEVER, output="ok")])
     harness.backend.setup(plan)
-    assert run_step(harness.backend, plan, plan.step("x")) == (b"ok\n", StepExit(exit_code=0))
+    output, exit = run_step(harness.backend, plan, plan.step("x"))
+    assert (output.stdout, exit) == (b"ok\n", StepExit(exit_code=0))
+
+
+@pytest.mark.parametrize("pull", [PullPolicy.NEVER, PullPolicy.IF_NOT_EXISTS])
+def test_a_missing_image_in_the_first_step_does_not_stop_the_workspace(
+    harness: Harness, pull: PullPolicy
+) -> None:
+    # The workspace is copied through another image of the plan; the first step then fails
+    # at its own start, with its own error.
+    image = MISSING if pull is PullPolicy.NEVER else "127.0.0.1:1/bastion/missing:latest"
+    plan = harness.plan(
+        [scripted_step("first", image=image, pull=pull), scripted_step("second", cat="hi.txt")]
+    )
+    harness.backend.setup(plan)
+
+    harness.backend.populate_workspace(plan, workspace_tar({"hi.txt": "copied\n"}))
+
+    with pytest.raises(BackendError) as info:
+        harness.backend.start(plan, plan.step("first"))
+    assert image in str(info.value)
+    harness.backend.remove(plan, plan.step("first"))
+    output, exit = run_step(harness.backend, plan, plan.step("second"))
+    assert (output.stdout, exit) == (b"copied\n", StepExit(exit_code=0))
+
+
+def test_populate_workspace_fails_clearly_when_no_image_is_usable(harness: Harness) -> None:
+    unpullable = "127.0.0.1:1/bastion/missing:latest"
+    plan = harness.plan(
+        [
+            scripted_step("a", image=MISSING, pull=PullPolicy.NEVER),
+            scripted_step("b", image=unpullable, pull=PullPolicy.IF_NOT_EXISTS),
+        ]
+    )
+    harness.backend.setup(plan)
+
+    with pytest.raises(BackendError) as info:
+        harness.backend.populate_workspace(plan, workspace_tar({"f": "x"}))
+
+    message = str(info.value)
+    assert MISSING in message
+    assert unpullable in message
+    harness.backend.destroy(plan)
+    assert harness.leftovers(plan) == []
+
+
+def test_a_missing_first_image_fails_its_step_and_failure_handlers_run(harness: Harness) -> None:
+    plan = harness.plan(
+        [
+            scripted_step("first", image=MISSING, pull=PullPolicy.NEVER),
+            scripted_step("second", output="second ran", depends_on=("first",)),
+            scripted_step("handler", cat="hi.txt", when=ON_FAILURE, depends_on=("second",)),
+        ]
+    )
+    reporter = Recorder()
+
+    result = Executor(harness.backend, SecretMasker([]), reporter, poll_interval=0.01).run(
+        plan,
+        MatchContext.from_build(BuildContext()),
+        workspace=workspace_tar({"hi.txt": "handled\n"}),
+    )
+
+    assert result.state is State.FAILURE, result
+    assert {s.name: s.state for s in result.steps} == {
+        "first": State.ERROR,
+        "second": State.SKIPPED,
+        "handler": State.SUCCESS,
+    }
+    assert MISSING in result.step("first").detail
+    assert reporter.text("handler", "stdout") == "handled\n"
+    assert harness.leftovers(plan) == []
 
 
 # -- idempotency and cleanup ------------------------------------------------------------------
@@ -293,7 +431,7 @@ def test_destroy_after_success_leaves_nothing(harness: Harness) -> None:
     harness.backend.setup(plan)
     harness.backend.populate_workspace(plan, workspace_tar({"f": "x"}))
     harness.backend.start(plan, plan.step("a"))
-    b"".join(harness.backend.output(plan, plan.step("a")))
+    list(harness.backend.output(plan, plan.step("a")))
     harness.backend.wait(plan, plan.step("a"))
     assert harness.leftovers(plan)  # the container is still there: remove() was not called
 

@@ -610,12 +610,6 @@ def test_a_step_that_does_not_reference_a_secret_cannot_see_it(masked_run: CliRe
 
 
 @pytest.mark.docker
-@pytest.mark.xfail(
-    strict=True,
-    reason="product bug: the executor masks a step's stdout and stderr as one stream, so a "
-    "stderr line written while a secret is half printed on stdout cuts it in two unmasked "
-    "pieces",
-)
 def test_a_secret_split_across_writes_is_masked_when_stderr_writes_between(
     cli: Bastion, tmp_path: Path
 ) -> None:

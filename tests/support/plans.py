@@ -41,6 +41,7 @@ from bastion.backends.fake import (
     ENV_LOG_BYTES,
     ENV_OUTPUT,
     ENV_SLEEP,
+    ENV_STDERR,
     SHELL_SCRIPT,
 )
 from bastion.engine.hardening import Hardening
@@ -191,6 +192,7 @@ def scripted_step(
     name: str,
     *,
     output: str | None = None,
+    stderr: str | None = None,
     exit_code: int | None = None,
     sleep: float | str | None = None,
     log_bytes: int | None = None,
@@ -200,10 +202,12 @@ def scripted_step(
 ) -> StepPlan:
     """A step that does the same on the fake backend and on a real one: the
     ``BASTION_FAKE_*`` variables script the fake, and ``SHELL_SCRIPT`` does what they say
-    in a real shell. ``sleep="forever"`` runs until stopped."""
+    in a real shell. ``sleep="forever"`` runs until stopped; ``output`` and ``stderr`` take
+    turns at each literal ``\\|`` (see ``bastion.backends.fake``)."""
     scripted: dict[str, str] = dict(env or {})
     for key, value in (
         (ENV_OUTPUT, output),
+        (ENV_STDERR, stderr),
         (ENV_EXIT, exit_code),
         (ENV_SLEEP, sleep),
         (ENV_LOG_BYTES, log_bytes),

@@ -3,17 +3,42 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from bastion.engine.backend import Backend, StepExit
+from bastion.engine.backend import Backend, OutputChunk, StepExit
 from bastion.engine.plan import Plan, StepPlan
 
 
-def run_step(backend: Backend, plan: Plan, step: StepPlan) -> tuple[bytes, StepExit]:
+@dataclass(frozen=True)
+class StepOutput:
+    """What a step printed: its chunks in arrival order, and each stream on its own."""
+
+    chunks: tuple[OutputChunk, ...] = ()
+
+    @classmethod
+    def of(cls, chunks: Iterable[OutputChunk]) -> StepOutput:
+        return cls(tuple(chunks))
+
+    @property
+    def stdout(self) -> bytes:
+        return b"".join(c.data for c in self.chunks if c.stream == "stdout")
+
+    @property
+    def stderr(self) -> bytes:
+        return b"".join(c.data for c in self.chunks if c.stream == "stderr")
+
+    @property
+    def both(self) -> bytes:
+        """stdout and stderr as they arrived, interleaved (like ``2>&1``)."""
+        return b"".join(c.data for c in self.chunks)
+
+
+def run_step(backend: Backend, plan: Plan, step: StepPlan) -> tuple[StepOutput, StepExit]:
     """start → output → wait → remove; the output and how the step ended."""
     backend.start(plan, step)
     try:
-        output = b"".join(backend.output(plan, step))
+        output = StepOutput.of(backend.output(plan, step))
         return output, backend.wait(plan, step)
     finally:
         backend.remove(plan, step)
@@ -26,7 +51,7 @@ class OutputReader:
     backend: Backend
     plan: Plan
     step: StepPlan
-    chunks: list[bytes] = field(default_factory=list)
+    chunks: list[OutputChunk] = field(default_factory=list)
     error: BaseException | None = None
 
     def __post_init__(self) -> None:
@@ -46,20 +71,24 @@ class OutputReader:
             with self._changed:
                 self._changed.notify_all()
 
-    def text(self) -> str:
+    def output(self) -> StepOutput:
         with self._changed:
-            return b"".join(self.chunks).decode(errors="replace")
+            return StepOutput.of(self.chunks)
+
+    def text(self) -> str:
+        """Both streams so far, as they arrived."""
+        return self.output().both.decode(errors="replace")
 
     def wait_for(self, needle: str, timeout: float) -> bool:
-        """Whether ``needle`` appeared in the output within ``timeout`` seconds."""
+        """Whether ``needle`` appeared in the output (either stream) within ``timeout`` s."""
         with self._changed:
-            return self._changed.wait_for(
-                lambda: (
-                    needle in b"".join(self.chunks).decode(errors="replace")
-                    or not self._thread.is_alive()
-                ),
-                timeout=timeout,
-            ) and needle in b"".join(self.chunks).decode(errors="replace")
+            return (
+                self._changed.wait_for(
+                    lambda: needle in self.text() or not self._thread.is_alive(),
+                    timeout=timeout,
+                )
+                and needle in self.text()
+            )
 
     def join(self, timeout: float) -> bool:
         """Whether the output ended (the process exited) within ``timeout`` seconds."""

@@ -3,14 +3,24 @@
 * ``is_stale``: which leftovers ``cleanup_stale`` may remove (decided from labels alone).
 * ``exit_detail``: the human text next to a step's status ("killed: out of memory ...").
 * ``run_of``: the run a resource belongs to, from its labels.
+* ``workspace_helper_image``: which image ``populate_workspace`` copies the workspace with.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
-from bastion.engine.plan import LABEL_MANAGED, LABEL_OWNER_HOST, LABEL_OWNER_PID, LABEL_RUN
+from bastion.engine.backend import BackendError
+from bastion.engine.plan import (
+    LABEL_MANAGED,
+    LABEL_OWNER_HOST,
+    LABEL_OWNER_PID,
+    LABEL_RUN,
+    ContainerSpec,
+    Plan,
+    PullPolicy,
+)
 
 _MIB = 1 << 20
 _GIB = 1 << 30
@@ -67,6 +77,50 @@ def is_stale(labels: Mapping[str, str], hostname: str, *, include_live: bool) ->
 
 def run_of(labels: Mapping[str, str]) -> str:
     return labels.get(LABEL_RUN, "")
+
+
+def workspace_helper_image(
+    plan: Plan,
+    *,
+    is_local: Callable[[str], bool],
+    pull: Callable[[ContainerSpec], None],
+) -> str:
+    """The image of the throwaway container through which ``populate_workspace`` copies
+    the workspace into its volume.
+
+    The container never runs, so any image of the plan will do, and a step whose image is
+    missing must not stop the whole run here: it fails when it starts, with its own error,
+    and the steps that handle failures still run. So the images of the plan are considered
+    in order (services, then steps): the first one present on this host, whatever its pull
+    policy; if none is, the first one that its pull policy allows to pull and that pulls
+    (``pull`` raises ``BackendError`` when it cannot). Only when no image is usable does
+    this raise, with the reason for each.
+    """
+    specs = [s.container for s in plan.all_steps()]
+    if not specs:
+        raise BackendError(f"run {plan.run_id}: the plan has no step whose image to use")
+    for spec in specs:
+        if is_local(spec.image):
+            return spec.image
+    failures: dict[str, str] = {}  # image -> why it cannot be used (the first reason)
+    tried: list[tuple[str, Mapping[str, str] | None]] = []
+    for spec in specs:
+        if spec.pull is PullPolicy.NEVER:
+            failures.setdefault(spec.image, missing_image_message(spec.image))
+            continue
+        if (spec.image, spec.pull_auth) in tried:
+            continue
+        tried.append((spec.image, spec.pull_auth))
+        try:
+            pull(spec)
+        except BackendError as exc:
+            failures.setdefault(spec.image, str(exc))
+            continue
+        return spec.image
+    raise BackendError(
+        f"cannot copy the workspace in: no image of run {plan.run_id} is present or pulls: "
+        + "; ".join(failures.values())
+    )
 
 
 def exit_detail(

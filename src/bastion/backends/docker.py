@@ -15,6 +15,11 @@ Choices worth knowing:
   container of ``populate_workspace`` included: ``destroy`` and ``cleanup_stale`` find what
   to remove by label, and fall back to the plan's names for what Docker created unlabelled
   (a volume a mount referenced before ``setup``).
+* **The workspace helper's image** is the first image of the plan that is present on the
+  host, or else that pulls (``_common.workspace_helper_image``): a missing image fails its
+  own step when it starts, not the whole run before any step.
+* **stdout and stderr stay apart**: the attach stream is demultiplexed (``demux=True``) and
+  ``output`` tags each chunk with its stream, so that the executor masks them separately.
 * **pids limit hits** are read from the container's cgroup (``pids.events``) by a small
   watcher thread, as Docker does not report them. A process that exits right after its first
   failed fork leaves a window of about 10 ms before the cgroup is gone, so the watcher starts
@@ -61,8 +66,9 @@ from bastion.backends._common import (
     missing_image_message,
     not_started_message,
     pull_failed_message,
+    workspace_helper_image,
 )
-from bastion.engine.backend import BackendError, CleanupReport, StepExit
+from bastion.engine.backend import BackendError, CleanupReport, OutputChunk, StepExit
 from bastion.engine.plan import (
     LABEL_MANAGED,
     LABEL_RUN,
@@ -78,6 +84,9 @@ DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
 
 _HTTP_NOT_FOUND = 404
 _HTTP_CONFLICT = 409
+
+# What a demultiplexed attach stream yields: (stdout, None) or (None, stderr).
+_Frame = tuple[bytes | None, bytes | None]
 
 
 # -- the pids watcher ------------------------------------------------------------------------
@@ -203,7 +212,7 @@ class _StepState:
     run_id: str
     step: str
     container: Container | None = None
-    stream: CancellableStream[bytes] | None = None
+    stream: CancellableStream[_Frame] | None = None
     stream_claimed: bool = False
     started: bool = False  # the process ran (container.start() succeeded)
     stop_requested: bool = False
@@ -285,13 +294,9 @@ class DockerBackend:
                 self._ensure_volume(plan, volume)
 
     def populate_workspace(self, plan: Plan, archive: IO[bytes]) -> None:
-        steps = plan.steps or plan.services
-        if not steps:
-            raise BackendError(f"run {plan.run_id}: the plan has no step whose image to use")
-        spec = steps[0].container
         what = f"cannot copy the workspace into volume {plan.workspace_volume!r}"
         with self._errors(what):
-            self._ensure_image(spec)
+            image = workspace_helper_image(plan, is_local=self._is_local, pull=self._ensure_image)
             # Mounting a missing volume would make Docker create it, unlabelled.
             try:
                 self.client.volumes.get(plan.workspace_volume)
@@ -300,7 +305,7 @@ class DockerBackend:
                     f"{what}: it does not exist (setup() must run before populate_workspace())"
                 ) from None
             helper = self.client.containers.create(
-                spec.image,
+                image,
                 # Never started: Docker only refuses to create a container without a command.
                 command=["/bin/true"],
                 labels=dict(plan.labels),
@@ -347,7 +352,9 @@ class DockerBackend:
                     self.destroy(plan)
                 self._check_open(plan)
             # Attach before start: output printed at once is not lost, as with `docker run`.
-            stream = container.attach(stdout=True, stderr=True, stream=True, logs=False)
+            # demux: stdout and stderr stay apart, each frame tagged by dockerd with its
+            # stream, so that the executor masks them separately.
+            stream = container.attach(stdout=True, stderr=True, stream=True, logs=False, demux=True)
             with self._lock:
                 state.stream = stream
             # Watch before starting: the cgroup appears before the process runs, and a fork
@@ -367,7 +374,7 @@ class DockerBackend:
         if kill_now:  # stop() came while we were starting: it found nothing to kill
             self._kill(state, container)
 
-    def output(self, plan: Plan, step: StepPlan) -> Iterator[bytes]:
+    def output(self, plan: Plan, step: StepPlan) -> Iterator[OutputChunk]:
         state = self._state(step)
         with self._lock:
             stream = None if state.stream_claimed else state.stream
@@ -376,15 +383,18 @@ class DockerBackend:
         if stream is None:
             return
         try:
-            for chunk in stream:
+            for stdout, stderr in stream:
                 if watcher is not None:
                     watcher.sample()
-                yield chunk
+                if stdout:
+                    yield OutputChunk("stdout", stdout)
+                if stderr:
+                    yield OutputChunk("stderr", stderr)
         except (
             docker.errors.DockerException,
             requests.exceptions.RequestException,
             OSError,
-            ValueError,  # poll() of a socket that remove() closed meanwhile
+            ValueError,  # poll() of a socket that remove() closed meanwhile; a bad frame
         ):
             # The container was removed under us (destroy during a cancel): the stream ends.
             pass
@@ -522,6 +532,13 @@ class DockerBackend:
         )
 
     # -- images ----------------------------------------------------------------------------------
+
+    def _is_local(self, image: str) -> bool:
+        try:
+            self.client.images.get(image)
+        except docker.errors.APIError:  # ImageNotFound, or an invalid reference (which a
+            return False  # pull, where the policy allows one, then explains)
+        return True
 
     def _ensure_image(self, spec: ContainerSpec) -> None:
         if spec.pull is not PullPolicy.ALWAYS:
@@ -773,7 +790,7 @@ def _extra_hosts(pairs: tuple[str, ...]) -> dict[str, str] | None:
     return hosts or None
 
 
-def _drain(stream: CancellableStream[bytes]) -> None:
+def _drain(stream: CancellableStream[_Frame]) -> None:
     """Read and drop a stream nobody consumes, so the process never blocks on writing."""
     with contextlib.suppress(Exception):
         for _ in stream:
@@ -781,7 +798,7 @@ def _drain(stream: CancellableStream[bytes]) -> None:
     _close_stream(stream)
 
 
-def _close_stream(stream: CancellableStream[bytes]) -> None:
+def _close_stream(stream: CancellableStream[_Frame]) -> None:
     """Close an attach stream for good; safe to call twice and from another thread.
 
     ``CancellableStream.close`` shuts the socket down (which wakes a reader blocked on it)

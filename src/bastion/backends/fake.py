@@ -10,8 +10,11 @@ What a step "does" comes from its environment, so a ``.drone.yml`` can script it
 
 =========================  ===================================================================
 ``BASTION_FAKE_CAT``       print this file from the populated workspace (a path relative to
-                           the working directory, or absolute); missing: message, exit 1
-``BASTION_FAKE_OUTPUT``    print this text and a newline; a literal ``\\n`` starts a new line
+                           the working directory, or absolute); missing: a message on stderr,
+                           exit 1
+``BASTION_FAKE_OUTPUT``    then print this text and a newline; a literal ``\\n`` starts a new
+                           line, a literal ``\\|`` hands over to stderr (see below)
+``BASTION_FAKE_STDERR``    the same, printed on stderr
 ``BASTION_FAKE_LOG_BYTES`` then print exactly that many bytes of filler lines (log volume)
 ``BASTION_FAKE_SLEEP``     then run that many seconds (a float) before exiting; ``forever``
                            runs until ``stop`` (services, detached steps); ``stop`` always
@@ -22,15 +25,24 @@ What a step "does" comes from its environment, so a ``.drone.yml`` can script it
                            ``BackendError`` (as Docker does when the entrypoint is missing)
 =========================  ===================================================================
 
+The two texts are written in turns, cut at each literal ``\\|``: the first part of
+``BASTION_FAKE_OUTPUT`` on stdout, the first part of ``BASTION_FAKE_STDERR`` on stderr, the
+second part of the output, and so on (empty parts are skipped; the newline ends the last
+part). ``OUTPUT='split=abc\\|def'`` with ``STDERR='warn'`` writes ``split=abc`` (no line end
+yet), then ``warn`` and a newline on stderr, then ``def`` and a newline: a stderr line in
+the middle of an unfinished stdout line, as a real process can write it.
+
 ``SHELL_SCRIPT`` is the same behaviour (all but OOM and CRASH) as a POSIX shell script: give
 a step the variables above and ``("/bin/sh", "-c", SHELL_SCRIPT)`` as its entrypoint and it
 behaves alike on this backend and on a real one.
 
 Everything is recorded for tests to inspect: ``calls`` (every method call, in order),
 ``started`` (every ``ContainerSpec`` passed to ``start``), ``archives`` (the workspace tars),
-and ``live_resources`` (the containers, networks and volumes that exist right now), so a test
-can assert that ``destroy`` left nothing behind. Image availability is modelled too
-(``local_images``, ``registry_images``) so pull policies fail the way they would for real.
+``helper_images`` (the image each ``populate_workspace`` chose, as Docker's would for its
+throwaway container), ``pulled``, and ``live_resources`` (the containers, networks and
+volumes that exist right now), so a test can assert that ``destroy`` left nothing behind.
+Image availability is modelled too (``local_images``, ``registry_images``) so pull policies
+fail the way they would for real.
 """
 
 from __future__ import annotations
@@ -53,8 +65,15 @@ from bastion.backends._common import (
     not_started_message,
     pull_failed_message,
     run_of,
+    workspace_helper_image,
 )
-from bastion.engine.backend import BackendError, CleanupReport, StepExit
+from bastion.engine.backend import (
+    BackendError,
+    CleanupReport,
+    OutputChunk,
+    OutputStream,
+    StepExit,
+)
 from bastion.engine.plan import (
     LABEL_RUN,
     ContainerSpec,
@@ -66,6 +85,7 @@ from bastion.engine.plan import (
 
 ENV_CAT = "BASTION_FAKE_CAT"
 ENV_OUTPUT = "BASTION_FAKE_OUTPUT"
+ENV_STDERR = "BASTION_FAKE_STDERR"
 ENV_LOG_BYTES = "BASTION_FAKE_LOG_BYTES"
 ENV_SLEEP = "BASTION_FAKE_SLEEP"
 ENV_EXIT = "BASTION_FAKE_EXIT"
@@ -75,11 +95,24 @@ ENV_CRASH = "BASTION_FAKE_CRASH"
 # One filler line: 63 characters and a newline, what `yes <63 x>` prints in SHELL_SCRIPT.
 FILLER_LINE = b"x" * 63 + b"\n"
 
+# In BASTION_FAKE_OUTPUT and BASTION_FAKE_STDERR: a new line, and the hand-over to the
+# other stream (both literal, two characters each).
+NEWLINE_ESCAPE = "\\n"
+TURN = "\\|"
+
 SHELL_SCRIPT = (
     'if [ -n "$BASTION_FAKE_CAT" ]; then cat "$BASTION_FAKE_CAT" || exit 1; fi\n'
-    'if [ -n "$BASTION_FAKE_OUTPUT" ]; then\n'
-    "  printf '%s\\n' \"$BASTION_FAKE_OUTPUT\" | sed 's/\\\\n/\\n/g'\n"
-    "fi\n"
+    # The two texts, each ending with a newline, written in turns (cut at each literal \|).
+    r"""o="$BASTION_FAKE_OUTPUT"; e="$BASTION_FAKE_STDERR"
+if [ -n "$o" ]; then o="$o\\n"; fi
+if [ -n "$e" ]; then e="$e\\n"; fi
+while [ -n "$o$e" ]; do
+  case "$o" in *'\|'*) p="${o%%\\|*}"; o="${o#*\\|}";; *) p="$o"; o="";; esac
+  if [ -n "$p" ]; then printf '%s' "$p" | sed 's/\\n/\n/g'; fi
+  case "$e" in *'\|'*) p="${e%%\\|*}"; e="${e#*\\|}";; *) p="$e"; e="";; esac
+  if [ -n "$p" ]; then printf '%s' "$p" | sed 's/\\n/\n/g' >&2; fi
+done
+"""
     'if [ -n "$BASTION_FAKE_LOG_BYTES" ]; then\n'
     f'  yes {"x" * 63} | head -c "$BASTION_FAKE_LOG_BYTES"\n'
     "fi\n"
@@ -123,6 +156,7 @@ class FakeScript:
 
     cat: str = ""
     output: str = ""
+    stderr: str = ""
     log_bytes: int = 0
     sleep: float | None = 0.0  # None: until stopped
     exit_code: int = 0
@@ -158,6 +192,7 @@ class FakeScript:
         return cls(
             cat=env.get(ENV_CAT, ""),
             output=env.get(ENV_OUTPUT, ""),
+            stderr=env.get(ENV_STDERR, ""),
             log_bytes=int(number(ENV_LOG_BYTES, int, 0)),
             sleep=sleep,
             exit_code=exit_code,
@@ -173,13 +208,13 @@ class _FakeProcess:
         self,
         spec: ContainerSpec,
         script: FakeScript,
-        output: bytes,
+        output: list[OutputChunk],
         exit_code: int,
         sleep: float | None,
     ) -> None:
         self.spec = spec
         self.script = script
-        self.output_bytes = output
+        self.output = output
         self.exit_code = exit_code
         self.sleep = sleep  # seconds the process runs after printing; None: until stopped
         self.started_at = time.monotonic()
@@ -227,6 +262,7 @@ class FakeBackend:
         self.started: list[ContainerSpec] = []
         self.archives: dict[str, bytes] = {}  # workspace volume -> the tar it was given
         self.pulled: list[str] = []
+        self.helper_images: list[str] = []  # the image each populate_workspace copied with
         self._lock = threading.Lock()
         self._resources: dict[tuple[ResourceKind, str], FakeResource] = {}
         self._volume_files: dict[str, dict[str, bytes]] = {}  # volume -> path -> content
@@ -267,12 +303,10 @@ class FakeBackend:
 
     def populate_workspace(self, plan: Plan, archive: IO[bytes]) -> None:
         self._record("populate_workspace", plan)
-        steps = plan.steps or plan.services
-        if not steps:
-            raise BackendError(f"run {plan.run_id}: the plan has no step whose image to use")
         data = archive.read()
         with self._lock:
-            self._ensure_image(steps[0].container)
+            image = workspace_helper_image(plan, is_local=self._is_local, pull=self._ensure_image)
+            self.helper_images.append(image)
             if ("volume", plan.workspace_volume) not in self._resources:
                 raise BackendError(
                     f"workspace volume {plan.workspace_volume!r} does not exist: "
@@ -321,7 +355,7 @@ class FakeBackend:
                 )
             self._processes[spec.name] = self._run_script(spec, script)
 
-    def output(self, plan: Plan, step: StepPlan) -> Iterator[bytes]:
+    def output(self, plan: Plan, step: StepPlan) -> Iterator[OutputChunk]:
         self._record("output", plan, step)
         process = self._process(step)
         if process is None:
@@ -330,9 +364,9 @@ class FakeBackend:
             if process.output_claimed:
                 return
             process.output_claimed = True
-        data = process.output_bytes
-        for i in range(0, len(data), _CHUNK):
-            yield data[i : i + _CHUNK]
+        for stream, data in process.output:
+            for i in range(0, len(data), _CHUNK):
+                yield OutputChunk(stream, data[i : i + _CHUNK])
         # The stream ends when the process ends, as an attached stream does.
         process.wait_for_exit()
 
@@ -449,10 +483,13 @@ class FakeBackend:
             return
         self._resources[(kind, name)] = FakeResource(kind, name, dict(plan.labels))
 
+    def _is_local(self, image: str) -> bool:
+        return self.local_images is None or image in self.local_images
+
     def _ensure_image(self, spec: ContainerSpec) -> None:
         """Apply the pull policy against the modelled image store (lock held)."""
         image = spec.image
-        local = self.local_images is None or image in self.local_images
+        local = self._is_local(image)
         if spec.pull is PullPolicy.NEVER:
             if not local:
                 raise BackendError(missing_image_message(image))
@@ -467,20 +504,20 @@ class FakeBackend:
 
     def _run_script(self, spec: ContainerSpec, script: FakeScript) -> _FakeProcess:
         """Decide what the step prints, how long it runs and its exit code (lock held)."""
-        out = bytearray()
+        out: list[OutputChunk] = []
         if script.cat:
             content = self._read_file(spec, script.cat)
             if content is None:
                 # As `cat ... || exit 1` in SHELL_SCRIPT: the step ends here, at once.
                 message = f"cat: {script.cat}: No such file or directory\n".encode()
-                return _FakeProcess(spec, script, message, 1, 0.0)
-            out += content
-        if script.output:
-            out += script.output.replace("\\n", "\n").encode() + b"\n"
+                return _FakeProcess(spec, script, [OutputChunk("stderr", message)], 1, 0.0)
+            out.append(OutputChunk("stdout", content))
+        out += _turns(script.output, script.stderr)
         if script.log_bytes:
             repeats = script.log_bytes // len(FILLER_LINE) + 1
-            out += (FILLER_LINE * repeats)[: script.log_bytes]
-        return _FakeProcess(spec, script, bytes(out), script.exit_code, script.sleep)
+            out.append(OutputChunk("stdout", (FILLER_LINE * repeats)[: script.log_bytes]))
+        out = [chunk for chunk in out if chunk.data]
+        return _FakeProcess(spec, script, out, script.exit_code, script.sleep)
 
     def _read_file(self, spec: ContainerSpec, path: str) -> bytes | None:
         full = posixpath.normpath(posixpath.join(spec.working_dir or "/", path))
@@ -492,3 +529,17 @@ class FakeBackend:
                 relative = full[len(target) :].lstrip("/")
                 return self._volume_files.get(mount.source, {}).get(relative)
         return None
+
+
+def _turns(stdout: str, stderr: str) -> list[OutputChunk]:
+    """``BASTION_FAKE_OUTPUT`` and ``BASTION_FAKE_STDERR`` as written, in turns (see the
+    module docstring); the same steps as ``SHELL_SCRIPT``: add the newline, cut, convert."""
+    outs = (stdout + NEWLINE_ESCAPE).split(TURN) if stdout else []
+    errs = (stderr + NEWLINE_ESCAPE).split(TURN) if stderr else []
+    streams: tuple[tuple[OutputStream, list[str]], ...] = (("stdout", outs), ("stderr", errs))
+    chunks: list[OutputChunk] = []
+    for i in range(max(len(outs), len(errs))):
+        for stream, parts in streams:
+            if i < len(parts) and parts[i]:
+                chunks.append(OutputChunk(stream, parts[i].replace(NEWLINE_ESCAPE, "\n").encode()))
+    return chunks

@@ -2,8 +2,9 @@
 
 Output reaches this reporter already masked. Build output is untrusted text, so it is never
 interpreted as Rich markup; ANSI colour codes in it are kept (``Text.from_ansi``), other
-control sequences are dropped. Lines are assembled per step so that parallel steps never
-interleave within a line.
+control sequences are dropped. Lines are assembled per step and per stream, so that neither
+parallel steps nor a step's stdout and stderr ever interleave within a line; a stderr line
+is printed like a stdout line, its prefix in red.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from bastion.engine.backend import OutputStream
 from bastion.engine.executor import RunResult, StepResult
 from bastion.engine.plan import Plan, StepKind, StepPlan
 from bastion.engine.status import State
@@ -33,7 +35,7 @@ _STATE_STYLE = {
 class ConsoleReporter:
     def __init__(self, console: Console, plan: Plan | None = None) -> None:
         self.console = console
-        self._partial: dict[str, str] = {}
+        self._partial: dict[tuple[str, OutputStream], str] = {}  # unfinished lines
         self._lock = threading.Lock()
         # One width for the whole run, so that the output of every step lines up.
         names = [s.name for s in plan.all_steps()] if plan is not None else []
@@ -42,9 +44,10 @@ class ConsoleReporter:
     def _colour(self, step: StepPlan) -> str:
         return _COLOURS[(step.number - 1) % len(_COLOURS)]
 
-    def _prefix(self, step: StepPlan) -> Text:
+    def _prefix(self, step: StepPlan, stream: OutputStream = "stdout") -> Text:
         self._width = max(self._width, len(step.name))
-        return Text(f"{step.name:<{self._width}} │ ", style=self._colour(step))
+        style = "dim red" if stream == "stderr" else self._colour(step)
+        return Text(f"{step.name:<{self._width}} │ ", style=style)
 
     def step_started(self, step: StepPlan) -> None:
         what = "service" if step.kind is StepKind.SERVICE else "step"
@@ -58,23 +61,25 @@ class ConsoleReporter:
                 )
             )
 
-    def step_output(self, step: StepPlan, text: str) -> None:
+    def step_output(self, step: StepPlan, text: str, stream: OutputStream = "stdout") -> None:
         with self._lock:
-            buffered = self._partial.get(step.name, "") + text
+            key = (step.name, stream)
+            buffered = self._partial.get(key, "") + text
             *lines, rest = buffered.split("\n")
-            self._partial[step.name] = rest
+            self._partial[key] = rest
             for line in lines:
-                self._line(step, line)
+                self._line(step, line, stream)
 
-    def _line(self, step: StepPlan, line: str) -> None:
+    def _line(self, step: StepPlan, line: str, stream: OutputStream) -> None:
         body = Text.from_ansi(line.rstrip("\r"))
-        self.console.print(Text.assemble(self._prefix(step), body), soft_wrap=True)
+        self.console.print(Text.assemble(self._prefix(step, stream), body), soft_wrap=True)
 
     def step_finished(self, step: StepPlan, result: StepResult) -> None:
         with self._lock:
-            rest = self._partial.pop(step.name, "")
-            if rest:
-                self._line(step, rest)
+            for stream in ("stdout", "stderr"):
+                rest = self._partial.pop((step.name, stream), "")
+                if rest:
+                    self._line(step, rest, stream)
             mark, style = _STATE_STYLE[result.state]
             parts: list[tuple[str, str] | str] = [
                 (f"{mark} ", style),

@@ -6,7 +6,7 @@ The executor (``bastion.engine.executor``) drives a backend in this order for on
     populate_workspace(plan, tar)    # optional: exec mode copies the working tree in
     for each service / step, as the DAG allows (several at once, from several threads):
         start(plan, step)            # create + start the hardened container
-        for chunk in output(plan, step): ...   # raw bytes until the process exits
+        for chunk in output(plan, step): ...   # OutputChunks until the process exits
         wait(plan, step) -> StepExit
         remove(plan, step)           # safe if start failed or never ran
     stop(plan, step)                 # on cancel / timeout / failure: fast; safe at any time
@@ -19,15 +19,33 @@ and must succeed even when ``setup`` or ``start`` failed half way: cleanup is an
 
 ``cleanup_stale`` removes resources of runs whose owning process is gone (a crash), so the
 next run, or ``bastion exec --cleanup``, leaves the host clean.
+
+Output keeps stdout and stderr apart (``OutputChunk.stream``): the two are written by the
+process independently, so a stderr line may arrive in the middle of an unfinished stdout
+line. Masking them as one stream would let such a write cut a secret in two pieces that
+are each left unmasked; the executor masks (and decodes) each stream on its own.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import IO, Protocol, runtime_checkable
+from typing import IO, Literal, NamedTuple, Protocol, runtime_checkable
 
 from bastion.engine.plan import Plan, StepPlan
+
+OutputStream = Literal["stdout", "stderr"]
+
+
+class OutputChunk(NamedTuple):
+    """Bytes a step's process wrote on one of its output streams, as they arrived.
+
+    A chunk may end anywhere (inside a line, inside a UTF-8 character); only the chunks of
+    the same stream, concatenated, make sense.
+    """
+
+    stream: OutputStream
+    data: bytes
 
 
 class BackendError(Exception):
@@ -74,8 +92,11 @@ class Backend(Protocol):
     def start(self, plan: Plan, step: StepPlan) -> None:
         """Pull the image as the step's pull policy says, create and start its container."""
 
-    def output(self, plan: Plan, step: StepPlan) -> Iterator[bytes]:
-        """Yield the step's stdout and stderr, interleaved, until its process exits."""
+    def output(self, plan: Plan, step: StepPlan) -> Iterator[OutputChunk]:
+        """Yield the step's output until its process exits: stdout and stderr in the order
+        they arrive, each chunk tagged with its stream (never a chunk with both, nor an
+        empty one). A second call yields nothing, and so may a call after ``wait`` (which
+        drains unread output, so that the process never blocks on a full pipe)."""
 
     def wait(self, plan: Plan, step: StepPlan) -> StepExit:
         """Block until the step's process has exited and say how it ended."""

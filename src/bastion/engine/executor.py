@@ -5,27 +5,33 @@ depends on is done (a detached dependency counts once it has started). Just befo
 starts its ``when`` is evaluated against the pipeline status at that moment, which is how
 ``when: {status: [failure]}`` steps run after a failure and ordinary steps are skipped.
 Each running step has a thread that streams its output through a ``MaskingStream`` (so no
-secret reaches the reporter) and waits for its exit.
+secret reaches the reporter) and waits for its exit. stdout and stderr are decoded and
+masked apart, each with its own decoder and ``MaskingStream``: a write on one stream can
+land in the middle of an unfinished line of the other, and masking them as one text would
+let it cut a secret in two unmasked pieces.
 
 Stopping: a deadline (the plan's timeout) and a cancel event (Ctrl-C) are checked by the
 scheduling loop; either stops every running container and skips what has not started.
 Whatever happens (success, failure, timeout, cancel, a backend error, an exception in a
 reporter), ``Backend.destroy`` runs last and removes every container, network and volume of
-the run.
+the run. If the run cannot even begin (``setup`` or ``populate_workspace`` fails), the
+result is ``error`` with the backend's message as its reason, and every step is reported
+skipped ("not run: the run could not begin"): none is left ``pending``.
 """
 
 from __future__ import annotations
 
 import codecs
+import inspect
 import threading
 import time
 from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass, field, replace
-from typing import IO, Protocol
+from typing import IO, Protocol, cast
 
-from bastion.engine.backend import Backend, BackendError, StepExit
-from bastion.engine.masking import SecretMasker
+from bastion.engine.backend import Backend, BackendError, OutputStream, StepExit
+from bastion.engine.masking import MaskingStream, SecretMasker
 from bastion.engine.plan import FailurePolicy, Plan, StepKind, StepPlan
 from bastion.engine.status import State
 from bastion.spec.conditions import MatchContext, explain_mismatch, when_matches
@@ -62,7 +68,28 @@ class RunResult:
 
 
 class Reporter(Protocol):
-    """Receives what happens, already masked. Called from several threads."""
+    """Receives what happens, already masked. Called from several threads.
+
+    ``step_output`` gets text of one stream at a time (``stream``: "stdout" or "stderr"),
+    in pieces that may end anywhere; the pieces of the two streams of a step interleave as
+    the output arrived, so a reporter that assembles lines keeps one partial line per
+    (step, stream).
+    """
+
+    def step_started(self, step: StepPlan) -> None: ...
+
+    def step_output(self, step: StepPlan, text: str, stream: OutputStream = "stdout") -> None: ...
+
+    def step_finished(self, step: StepPlan, result: StepResult) -> None: ...
+
+
+class StreamlessReporter(Protocol):
+    """A reporter whose ``step_output`` does not take ``stream`` yet (transitional).
+
+    It still works: it receives the text of both streams, each masked on its own as for any
+    reporter, without knowing which is which. Add ``stream: OutputStream = "stdout"`` to its
+    ``step_output`` to tell them apart (and keep one partial line per stream).
+    """
 
     def step_started(self, step: StepPlan) -> None: ...
 
@@ -75,11 +102,45 @@ class NullReporter:
     def step_started(self, step: StepPlan) -> None:
         pass
 
-    def step_output(self, step: StepPlan, text: str) -> None:
+    def step_output(self, step: StepPlan, text: str, stream: OutputStream = "stdout") -> None:
         pass
 
     def step_finished(self, step: StepPlan, result: StepResult) -> None:
         pass
+
+
+OutputCallback = Callable[[StepPlan, str, OutputStream], None]
+
+
+def _output_callback(reporter: Reporter | StreamlessReporter) -> OutputCallback:
+    """How to hand a reporter a piece of output: with ``stream=`` if it takes it."""
+    if _takes_stream(reporter.step_output):
+        current = cast(Reporter, reporter).step_output
+        return lambda step, text, stream: current(step, text, stream=stream)
+    streamless = reporter.step_output
+    return lambda step, text, stream: streamless(step, text)
+
+
+def _takes_stream(method: Callable[..., object]) -> bool:
+    try:
+        parameters = inspect.signature(method).parameters.values()
+    except (TypeError, ValueError):  # no signature to read: assume the current protocol
+        return True
+    return any(p.name == "stream" or p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
+
+
+class _StreamDecoder:
+    """One output stream of a step: bytes → text (UTF-8, incremental) → masked text."""
+
+    def __init__(self, masker: SecretMasker) -> None:
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._masking: MaskingStream = masker.stream()
+
+    def feed(self, data: bytes) -> str:
+        return self._masking.feed(self._decoder.decode(data))
+
+    def finish(self) -> str:
+        return self._masking.feed(self._decoder.decode(b"", final=True)) + self._masking.flush()
 
 
 class Executor:
@@ -89,7 +150,7 @@ class Executor:
         self,
         backend: Backend,
         masker: SecretMasker,
-        reporter: Reporter | None = None,
+        reporter: Reporter | StreamlessReporter | None = None,
         *,
         clock: Callable[[], float] = time.monotonic,
         poll_interval: float = 0.1,
@@ -97,7 +158,8 @@ class Executor:
     ) -> None:
         self.backend = backend
         self.masker = masker
-        self.reporter: Reporter = reporter or NullReporter()
+        self.reporter: Reporter | StreamlessReporter = reporter or NullReporter()
+        self._output = _output_callback(self.reporter)
         self.clock = clock
         self.poll_interval = poll_interval
         self.stop_grace = stop_grace
@@ -134,8 +196,10 @@ class Executor:
             reason = self._schedule(plan, match, deadline, cancel)
             result.reason = reason
         except BackendError as exc:
-            result.reason = str(exc)
+            result.reason = self.masker.mask(str(exc))
             result.state = State.ERROR
+            # The reason is the pipeline's (``RunResult.reason``), shown once, not per step.
+            self._skip_unstarted(plan, "not run: the run could not begin")
         finally:
             self._teardown(plan)
             result.duration = self.clock() - begin
@@ -211,6 +275,15 @@ class Executor:
             self.reporter.step_finished(step, r)
         steps.clear()
 
+    def _skip_unstarted(self, plan: Plan, why: str) -> None:
+        """Report every step and service that never started as skipped, with ``why``:
+        when the run cannot begin, none is left ``pending``."""
+        with self._lock:
+            unstarted = [
+                s for s in plan.all_steps() if self._results[s.name].state is State.PENDING
+            ]
+            self._skip(unstarted, why)
+
     def _launch(self, plan: Plan, step: StepPlan) -> None:
         r = self._results[step.name]
         r.state = State.RUNNING
@@ -230,15 +303,20 @@ class Executor:
             with self._lock:
                 self._started.add(step.name)
                 self._lock.notify_all()
-            stream = self.masker.stream()
-            decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-            for chunk in self.backend.output(plan, step):
-                text = stream.feed(decoder.decode(chunk))
+            # One decoder and one masking stream per output stream, never shared: see the
+            # module docstring.
+            streams: dict[OutputStream, _StreamDecoder] = {}
+            for name, data in self.backend.output(plan, step):
+                decoder = streams.get(name)
+                if decoder is None:
+                    decoder = streams[name] = _StreamDecoder(self.masker)
+                text = decoder.feed(data)
                 if text:
-                    self.reporter.step_output(step, text)
-            tail = stream.feed(decoder.decode(b"", final=True)) + stream.flush()
-            if tail:
-                self.reporter.step_output(step, tail)
+                    self._output(step, text, name)
+            for name, decoder in streams.items():
+                tail = decoder.finish()
+                if tail:
+                    self._output(step, tail, name)
             exit_ = self.backend.wait(plan, step)
         except BackendError as exc:
             with self._lock:

@@ -16,6 +16,8 @@ each secret value (see :func:`secret_forms`):
 * hex of the UTF-8 bytes, lowercase and uppercase.
 
 The encoded forms are computed for the whole value, for the stripped value and for each line.
+Any form also matches when wrapped over several lines, as ``base64`` and ``xxd -p`` print it
+(see *Wrapped base64* below).
 
 **Base64 inside a longer text.** ``base64("user:" + secret)`` does not contain
 ``base64(secret)``: base64 maps 3-byte groups to 4 characters, so what the secret becomes
@@ -48,14 +50,46 @@ characters): their intervals are merged, and each merged interval (also two that
 becomes one replacement, so no character of a secret is left between two replacements and
 the output does not show where one secret ends and the next begins.
 
+**Wrapped base64.** ``base64`` (coreutils, busybox) and Python's ``base64.encodebytes`` wrap
+their output at 76 columns, ``openssl base64`` and PEM at 64, ``xxd -p`` (hex) at 60: the
+encoding of ``"user:" + secret`` is split over two or more lines for a secret longer than
+about 50 characters, and no form matches any of its pieces. So some line breaks are
+*joins*: a line break (``\\n`` or ``\\r\\n``) whose line ends with at least
+:data:`WRAP_MIN_WIDTH` (40) characters of the base64 alphabets (``A-Z a-z 0-9 + / - _``, no
+``=``: padding ends the data), together with the spaces and tabs that indent the next line.
+Matches are searched in the text *without its joins*, with the same automaton, so a form may
+run across any number of joins; each match is mapped back to the original positions. Every
+line piece of a masked range becomes one replacement and the joins are kept: the line
+structure shows (the head of the first line, which encodes ``"user:"``, and the line count
+are visible), no character of the encoded secret does. The rule looks at the line before the
+break only, which is what a stream can decide at once and what covers the usual shapes: a
+whole base64 line at any width of 40 or more, a first line with a prefix (``Authorization:
+Basic $(... | base64)``, a ``set -x`` trace), the last line of the block, whatever follows
+it, YAML-indented continuation lines. Joining more lines than a wrapper produced costs
+nothing in safety (a match needs a whole form) and almost never masks more (a form would have
+to run across the join by chance). Not joined, so still a leak: a line with trailing
+whitespace after the base64, continuation lines with a prefix other than indentation
+(``docker build`` prefixes every output line with its step and time), ``\\r``-only line
+endings.
+
 **Streaming and hold-back.** Output arrives in arbitrary chunks, so a secret may be split
 across writes, even one character per write. No form contains a line break (``\\n`` or
 ``\\r``; forms that would are dropped, their lines are masked one by one), so no match
-crosses one: text up to the last line break is final and is emitted masked at once. Of an
-unterminated line, everything but the last ``longest_form - 1`` characters is final too: a
-match that is not complete yet must start within that tail. A match that is complete and
-straddles the cut is emitted as one replacement and its remainder is remembered, so the
-streamed output is exactly ``mask`` of the whole text, however it was split.
+crosses one that is not a join: text up to the last such line break is final and is
+emitted masked at once. A line that ends with 40 base64 characters is held back until the
+next line ends, since that one may complete a match; ordinary lines are not delayed. Of the
+text after the last final line break, everything but the last ``longest_form - 1``
+characters (not counting joins) is final too: a match that is not complete yet must start
+within that tail. This also bounds what is held back for an endless base64 dump. A match
+that is complete and straddles the cut is emitted as one replacement per line piece and its
+remainder is remembered, so the streamed output is exactly ``mask`` of the whole text,
+however it was split. The stream remembers how many base64 characters end the part of the
+current line it has emitted, to decide about the next line break.
+
+**Cost.** When no line ends with 40 base64 characters (most of a build log), finding the
+joins is one regular-expression scan in C that starts at line breaks only: the automaton
+then searches the text itself, as before. Otherwise the text without its joins is built in C
+(``re.split``, ``str.join``) and Python code runs per match and per held-back line.
 
 Values shorter than :data:`MIN_SECRET_LENGTH` characters are refused
 (:class:`SecretTooShortError`): masking ``"ab"`` everywhere would garble the logs and reveal
@@ -66,9 +100,13 @@ from __future__ import annotations
 
 import base64
 import json
+import re
+import string
 import urllib.parse
+from bisect import bisect_right
 from collections import Counter
 from collections.abc import Iterable, Mapping
+from itertools import accumulate
 
 import ahocorasick
 
@@ -80,6 +118,27 @@ _MIN_BASE64_CORE_LENGTH = 6
 
 # No pattern contains these, so text up to the last of them in a buffer is final.
 _LINE_BREAKS = ("\n", "\r")
+
+# Wrapped base64 (see the module docstring): a line break is a join when its line ends with
+# at least this many characters of the base64 alphabets, padding excluded.
+WRAP_MIN_WIDTH = 40
+_BASE64_CHARACTERS = string.ascii_letters + string.digits + "+/-_"
+_BASE64_SET = frozenset(_BASE64_CHARACTERS)
+_BASE64_CLASS = "[A-Za-z0-9+/_-]"
+# ``split`` patterns: the join (captured) between the pieces of the text without its joins.
+# Both start with the literal "\n", so that the scan skips to line breaks in C; the look-
+# behind checks the end of the line. The second one also joins at "\r\n" (the "\r" ends up
+# at the end of the piece before the join and is moved into the join): it is slower, and
+# used only for text that has a "\r\n".
+_JOIN_LF = re.compile(rf"(\n(?<={_BASE64_CLASS}{{{WRAP_MIN_WIDTH}}}\n)[ \t]*)")
+_JOIN_CRLF = re.compile(
+    rf"(\n(?:(?<={_BASE64_CLASS}{{{WRAP_MIN_WIDTH}}}\n)"
+    rf"|(?<={_BASE64_CLASS}{{{WRAP_MIN_WIDTH}}}\r\n))[ \t]*)"
+)
+# Inside a masked range every line break belongs to a join: this splits the range at them.
+_JOINS_IN_RANGE = re.compile(r"(\r?\n[ \t]*)")
+_INDENTATION = re.compile(r"[ \t]*")
+_BASE64_RUN = re.compile(rf"{_BASE64_CLASS}{{{WRAP_MIN_WIDTH}}}")
 
 # ``mask`` of a text longer than this goes through a stream in slices of this size, so that
 # the automaton's UCS-4 copy of its input stays small.
@@ -261,6 +320,63 @@ def _insertion_key(anchor: str) -> list[float]:
     return [-_log_share(char) for char in anchor]
 
 
+def _base64_run(text: str, end: int) -> int:
+    """How many base64 characters end ``text[:end]``, counting at most ``WRAP_MIN_WIDTH``."""
+    tail = text[max(0, end - WRAP_MIN_WIDTH) : end]
+    return len(tail) - len(tail.rstrip(_BASE64_CHARACTERS))
+
+
+class _Joined:
+    """A text without its joins (see the module docstring), and the way back to positions in
+    the text. Built only for a text that has joins."""
+
+    __slots__ = ("_shifts", "_starts", "text")
+
+    def __init__(self, parts: list[str]) -> None:
+        # ``parts`` alternate: piece, join, piece, ..., piece.
+        self.text = "".join(parts[0::2])
+        # For each join: the position in ``self.text`` of the character after it, and the
+        # length of the joins up to and including it.
+        self._starts = list(accumulate(map(len, parts[0:-1:2])))
+        self._shifts = list(accumulate(map(len, parts[1::2])))
+
+    def position(self, joined: int) -> int:
+        """The position in the text of the character at ``joined`` in ``self.text``."""
+        count = bisect_right(self._starts, joined)
+        return joined + self._shifts[count - 1] if count else joined
+
+
+def _joined(text: str, head_run: int) -> _Joined | None:
+    """``text`` without its joins, or ``None`` when it has none (the common case).
+
+    ``head_run``: how many base64 characters (at most ``WRAP_MIN_WIDTH``) end the part of
+    the line of ``text[0]`` that came before ``text`` (``0`` at the start of a line).
+    """
+    # ``"\r" in`` is a memchr; ``"\r\n" in`` costs as much as the pattern's scan.
+    crlf = "\r" in text and "\r\n" in text
+    parts = (_JOIN_CRLF if crlf else _JOIN_LF).split(text)
+    if head_run:
+        # The first line's end may be a join only because of characters before ``text``,
+        # which the pattern cannot see.
+        newline = text.find("\n")
+        end = newline - 1 if newline > 0 and text[newline - 1] == "\r" else newline
+        if 0 <= end < WRAP_MIN_WIDTH <= head_run + end and not text[:end].lstrip(
+            _BASE64_CHARACTERS
+        ):
+            indentation = _INDENTATION.match(text, newline + 1)
+            join_end = indentation.end() if indentation else newline + 1
+            rest = (_JOIN_CRLF if crlf else _JOIN_LF).split(text[join_end:])
+            parts = [text[:end], text[end:join_end], *rest]
+    if len(parts) == 1:
+        return None
+    if crlf:
+        for index in range(1, len(parts), 2):
+            if parts[index - 1].endswith("\r"):
+                parts[index - 1] = parts[index - 1][:-1]
+                parts[index] = "\r" + parts[index]
+    return _Joined(parts)
+
+
 class SecretMasker:
     """Masks every form of a fixed set of secret values; see the module docstring.
 
@@ -318,30 +434,37 @@ class SecretMasker:
             ]
             parts.append(stream.flush())
             return "".join(parts)
-        masked, _ = self._render(text, len(text), None)
+        masked, _ = self._render(text, len(text), None, _joined(text, 0))
         return masked
 
     def stream(self) -> MaskingStream:
         """A new stream, for one step's output (streams keep state: never share one)."""
         return MaskingStream(self)
 
-    def _intervals(self, text: str, carried: int | None) -> list[tuple[int, int]]:
+    def _intervals(
+        self, text: str, carried: int | None, joined: _Joined | None
+    ) -> list[tuple[int, int]]:
         """Merged ``[start, end)`` intervals of all matches in ``text``.
 
+        Matches are searched in ``joined.text`` (``text`` without its joins) when ``text`` has
+        joins; intervals are positions in ``text`` and may contain joins, no other line break.
         ``carried`` is the end of a masked interval that started before ``text`` (``0`` if it
         ended exactly at its start): it is included as ``(0, carried)`` so that matches
         overlapping or touching it merge with it.
         """
         assert self._automaton is not None
+        haystack = text if joined is None else joined.text
         spans: list[tuple[int, int]] = []
         # The only full pass over the text: in C, and yields nothing when no anchor occurs.
-        for anchor_end, candidates in self._automaton.iter(text):
+        for anchor_end, candidates in self._automaton.iter(haystack):
             for back, form in candidates:
                 start = anchor_end - back
                 # A form starting before the text was dealt with by the previous cut; one
                 # running past its end is not complete yet (``startswith`` says False).
-                if start >= 0 and text.startswith(form, start):
+                if start >= 0 and haystack.startswith(form, start):
                     spans.append((start, start + len(form)))
+        if joined is not None:
+            spans = [(joined.position(start), joined.position(end - 1) + 1) for start, end in spans]
         if carried is not None:
             spans.append((0, carried))
         if not spans:
@@ -357,13 +480,18 @@ class SecretMasker:
                 merged.append((start, end))
         return merged
 
-    def _render(self, text: str, cut: int, carried: int | None) -> tuple[str, int | None]:
+    def _render(
+        self, text: str, cut: int, carried: int | None, joined: _Joined | None
+    ) -> tuple[str, int | None]:
         """Mask ``text[:cut]``; return it and how far a replacement reaches past ``cut``.
 
         The second value is ``None`` when no replacement reaches ``cut``; otherwise the
-        number of characters after ``cut`` that it covers (possibly ``0``).
+        number of characters after ``cut`` that it covers (possibly ``0``). ``cut`` is never
+        just after a join inside an interval (the callers cut after a character of
+        ``joined.text`` or after a line break that is not a join), so a replacement that
+        reaches past ``cut`` continues the line piece just before it.
         """
-        intervals = self._intervals(text, carried)
+        intervals = self._intervals(text, carried, joined)
         if not intervals:
             return text[:cut], None
         parts: list[str] = []
@@ -375,8 +503,18 @@ class SecretMasker:
             parts.append(text[position:start])
             # An interval starting at 0 merged with the carried one continues a replacement
             # that was already emitted.
-            if not (carried is not None and start == 0):
-                parts.append(self._replacement)
+            continued = carried is not None and start == 0
+            covered = text[start : min(end, cut)] if joined is not None else ""
+            if "\n" not in covered:
+                if not continued:
+                    parts.append(self._replacement)
+            else:
+                # Across joins: one replacement per line piece, the joins kept.
+                for index, piece in enumerate(_JOINS_IN_RANGE.split(covered)):
+                    if index % 2:
+                        parts.append(piece)
+                    elif piece and not (index == 0 and continued):
+                        parts.append(self._replacement)
             if end >= cut:
                 reach = end - cut
                 position = cut
@@ -396,10 +534,13 @@ class MaskingStream:
     def __init__(self, masker: SecretMasker) -> None:
         self._masker = masker
         self._hold_back = masker._hold_back
-        self._pending: list[str] = []  # not yet emitted; never contains a line break
+        self._pending: list[str] = []  # not yet emitted; never starts inside a join
         self._pending_length = 0
         # How far into the pending text a replacement already emitted reaches, or None.
         self._carried: int | None = None
+        # How many base64 characters (at most WRAP_MIN_WIDTH) end the emitted part of the
+        # line that the pending text continues: it decides whether that line ends in a join.
+        self._head_run = 0
 
     def feed(self, data: str) -> str:
         """Add a chunk of output; return the masked text that is safe to emit now."""
@@ -407,30 +548,101 @@ class MaskingStream:
             return data
         if not data:
             return ""
+        before = self._pending_length
         self._pending.append(data)
         self._pending_length += len(data)
         # Without a line break, wait until at least as much can be emitted as must be held
         # back: rescanning the held-back tail is then at most half of the work, even when
         # the output arrives one character at a time.
-        if self._pending_length <= 2 * self._hold_back and not any(
-            brk in data for brk in _LINE_BREAKS
-        ):
+        small = self._pending_length <= 2 * self._hold_back
+        if small and not any(brk in data for brk in _LINE_BREAKS):
             return ""
         text = "".join(self._pending)
-        # Both bounds are safe; the larger emits more. ``cut >= 1`` here: either ``data``
-        # has a line break, or more than ``2 * hold_back`` characters are pending.
-        line_end = max(text.rfind(brk) for brk in _LINE_BREAKS) + 1
-        return self._emit(text, max(line_end, len(text) - self._hold_back))
+        # Both bounds below are safe; the larger emits more.
+        if small:
+            # The pending text had no final line break (but for a trailing "\r"): look at
+            # the new ones, and wait as above if they are all joins (a wrapped base64 block
+            # fed line by line).
+            line_end = self._final_line_end(text, max(before - 1, 0))
+            if not line_end:
+                self._pending = [text]
+                return ""
+            joined = _joined(text, self._head_run)
+            cut = line_end
+            if line_end < len(text):
+                cut = max(line_end, self._hold_back_cut(text, joined))
+        else:
+            joined = _joined(text, self._head_run)
+            cut = self._hold_back_cut(text, joined)
+            cut = max(cut, self._final_line_end(text, cut))
+        if not cut:
+            self._pending = [text]
+            return ""
+        return self._emit(text, cut, joined)
 
     def flush(self) -> str:
         """End of the stream: return the masked remainder. The stream can then be reused."""
         text = "".join(self._pending)
-        masked = self._emit(text, len(text)) if text and not self._masker.empty else ""
+        masked = ""
+        if text and not self._masker.empty:
+            masked = self._emit(text, len(text), _joined(text, self._head_run))
         self._carried = None
+        self._head_run = 0
         return masked
 
-    def _emit(self, text: str, cut: int) -> str:
-        masked, self._carried = self._masker._render(text, cut, self._carried)
+    def _final_line_end(self, text: str, floor: int) -> int:
+        """The position after the last line break at ``floor`` or later in ``text`` that is
+        not, and cannot become, part of a join; ``0`` if there is none.
+
+        Decides each line break as ``_joined`` does, from the end of its line only.
+        """
+        position = len(text)
+        while True:
+            brk = max(text.rfind("\n", floor, position), text.rfind("\r", floor, position))
+            if brk < 0:
+                return 0
+            if text[brk] == "\n":
+                end = brk - 1 if brk and text[brk - 1] == "\r" else brk
+                if end >= WRAP_MIN_WIDTH:
+                    join = _BASE64_RUN.match(text, end - WRAP_MIN_WIDTH, end) is not None
+                else:
+                    join = self._run(text, end) >= WRAP_MIN_WIDTH
+                if not join:
+                    return brk + 1
+                position = end  # a join: its line is not final
+            elif brk + 1 < len(text):
+                if text[brk + 1] != "\n":
+                    return brk + 1  # a "\r" alone: never part of a join
+                position = brk  # (not reached: the "\n" after it came first, and was a join)
+            elif self._run(text, brk) < WRAP_MIN_WIDTH:
+                return brk + 1  # a trailing "\r" that cannot start a "\r\n" join
+            else:
+                position = brk  # a trailing "\r" that may start a "\r\n" join
+
+    def _hold_back_cut(self, text: str, joined: _Joined | None) -> int:
+        """The position after which ``hold_back`` characters of ``text`` without its joins
+        remain (a trailing "\\r" is not counted: it may yet become part of a join)."""
+        haystack = text if joined is None else joined.text
+        end = len(haystack) - haystack.endswith("\r") - self._hold_back
+        if end <= 0:
+            return 0
+        # Just after a character of ``joined.text``: never between a join and the line piece
+        # after it.
+        return end if joined is None else joined.position(end - 1) + 1
+
+    def _run(self, text: str, end: int) -> int:
+        """How many base64 characters (at most ``WRAP_MIN_WIDTH``) end the current line's
+        text up to ``text[:end]``, counting the emitted part."""
+        if not end:
+            return self._head_run
+        if text[end - 1] not in _BASE64_SET:  # most lines: no slicing
+            return 0
+        run = _base64_run(text, end)
+        return min(run + self._head_run, WRAP_MIN_WIDTH) if run == end else run
+
+    def _emit(self, text: str, cut: int, joined: _Joined | None) -> str:
+        masked, self._carried = self._masker._render(text, cut, self._carried, joined)
+        self._head_run = self._run(text, cut)
         rest = text[cut:]
         self._pending = [rest] if rest else []
         self._pending_length = len(rest)

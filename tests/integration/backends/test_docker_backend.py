@@ -26,7 +26,7 @@ from tests.support.plans import (
     workspace_tar,
 )
 from tests.support.resources import dead_pid, leftovers, sweep
-from tests.support.running import OutputReader, run_step
+from tests.support.running import OutputReader, StepOutput, run_step
 
 from bastion.backends.docker import DockerBackend
 from bastion.engine.backend import BackendError, StepExit
@@ -168,7 +168,7 @@ def test_a_fork_bomb_hits_the_pids_limit_and_the_host_survives(
 
     output, exit = run_step(backend, plan, plan.step("bomb"))
 
-    assert exit.exit_code != 0, output
+    assert exit.exit_code != 0, output.both
     assert exit.pids_limit_hit or "pids limit" in exit.detail, (exit, output)
     assert "pids limit 64 reached" in exit.detail
     assert docker_client.info()["ID"]  # the engine still answers
@@ -187,7 +187,7 @@ def test_a_memory_hog_is_oom_killed_and_reported(backend: DockerBackend, run: Tr
 
     output, exit = run_step(backend, plan, plan.step("hog"))
 
-    assert b"survived" not in output
+    assert b"survived" not in output.both
     assert exit.oom_killed
     assert exit.exit_code == 137
     assert not exit.killed
@@ -205,7 +205,7 @@ def test_read_only_root_with_a_writable_tmp(backend: DockerBackend, run: Track) 
 
     output, exit = run_step(backend, plan, plan.step("ro"))
 
-    text = output.decode()
+    text = output.stdout.decode()
     assert "Read-only file system" in text
     assert "root-refused" in text
     assert "tmp-writable" in text
@@ -231,7 +231,8 @@ def test_tmpfs_mounts_and_named_volumes_are_mounted(backend: DockerBackend, run:
     run_step(backend, plan, plan.step("write"))
     output, _ = run_step(backend, plan, plan.step("read"))
 
-    assert output == b"kept\nno-scratch\nsize=8192k\n"
+    assert output.stdout == b"kept\nno-scratch\nsize=8192k\n"
+    assert output.stderr == b""
 
 
 @pytest.mark.slow
@@ -243,13 +244,27 @@ def test_output_survives_a_silence_longer_than_the_client_timeout(run: Track) ->
         backend = DockerBackend(client)
         plan = run(make_plan([make_step("quiet", script="echo before; sleep 4; echo after")]))
         backend.setup(plan)
-        assert run_step(backend, plan, plan.step("quiet")) == (
-            b"before\nafter\n",
-            StepExit(exit_code=0),
-        )
+        output, exit = run_step(backend, plan, plan.step("quiet"))
+        assert (output.stdout, exit) == (b"before\nafter\n", StepExit(exit_code=0))
         backend.destroy(plan)
     finally:
         client.close()
+
+
+def test_heavy_output_on_both_streams_at_once_stays_apart_and_complete(
+    backend: DockerBackend, run: Track
+) -> None:
+    # Two writers at once, 1 MiB each: every frame must land on its own stream, whole.
+    size = 1 << 20
+    script = f"yes out | head -c {size} & yes err | head -c {size} >&2; wait"
+    plan = run(make_plan([make_step("both", script=script)]))
+
+    output, exit = run_step(backend, plan, plan.step("both"))
+
+    assert exit == StepExit(exit_code=0)
+    assert output.stdout == (b"out\n" * (size // 4 + 1))[:size]
+    assert output.stderr == (b"err\n" * (size // 4 + 1))[:size]
+    assert {c.stream for c in output.chunks} == {"stdout", "stderr"}
 
 
 def test_wait_without_reading_the_output_does_not_block(backend: DockerBackend, run: Track) -> None:
@@ -286,7 +301,8 @@ def test_everything_is_labelled_and_the_workspace_helper_is_gone(
     assert network.attrs["Driver"] == "bridge"
     for name in (plan.workspace_volume, *plan.volumes):
         assert docker_client.volumes.get(name).attrs["Labels"].items() >= plan.labels.items()
-    assert b"".join(backend.output(plan, plan.step("ls"))) == b"a.txt\n"
+    output = StepOutput.of(backend.output(plan, plan.step("ls")))
+    assert (output.stdout, output.stderr) == (b"a.txt\n", b"")
 
 
 def test_destroy_removes_a_volume_docker_created_unlabelled(

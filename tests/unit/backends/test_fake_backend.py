@@ -3,6 +3,9 @@ only it has (OOM, crash, invalid scripts) and what it records for tests to inspe
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
 import threading
 
 import pytest
@@ -10,8 +13,17 @@ from tests.support.plans import make_plan, make_service, make_step, scripted_ste
 from tests.support.resources import dead_pid
 from tests.support.running import run_step
 
-from bastion.backends.fake import ENV_CRASH, ENV_OOM, FakeBackend, FakeCall, FakeScript
-from bastion.engine.backend import Backend, BackendError, StepExit
+from bastion.backends.fake import (
+    ENV_CRASH,
+    ENV_OOM,
+    ENV_OUTPUT,
+    ENV_STDERR,
+    SHELL_SCRIPT,
+    FakeBackend,
+    FakeCall,
+    FakeScript,
+)
+from bastion.engine.backend import Backend, BackendError, OutputChunk, StepExit
 from bastion.engine.hardening import MIB
 from bastion.engine.plan import LABEL_MANAGED, LABEL_OWNER_HOST, LABEL_OWNER_PID, PullPolicy
 
@@ -149,3 +161,121 @@ def test_cleanup_stale_of_added_leftovers() -> None:
 
     assert backend.cleanup_stale().volumes == 1
     assert sorted(r.name for r in backend.live_resources) == ["elsewhere", "not-managed"]
+
+
+# -- stdout and stderr ---------------------------------------------------------------------------
+
+
+def test_output_and_stderr_take_turns_at_each_marker() -> None:
+    backend = FakeBackend()
+    step = scripted_step("s", output="split=abc\\|def\\nmore", stderr="warn\\|late")
+    plan = make_plan([step])
+    backend.setup(plan)
+
+    output, _ = run_step(backend, plan, plan.step("s"))
+
+    assert output.chunks == (
+        OutputChunk("stdout", b"split=abc"),
+        OutputChunk("stderr", b"warn"),
+        OutputChunk("stdout", b"def\nmore\n"),
+        OutputChunk("stderr", b"late\n"),
+    )
+
+
+@pytest.mark.parametrize(
+    ("out", "err"),
+    [
+        ("hello", ""),
+        ("", "only on stderr"),
+        ("a\\nb", "c\\nd"),
+        ("split=abc\\|def", "warn"),
+        ("\\|after stderr", "first"),
+        ("a\\|\\|b\\|", "x\\|y"),
+        ("ends with a backslash\\", "tab\\t stays"),
+    ],
+)
+def test_shell_script_prints_what_the_fake_prints(out: str, err: str) -> None:
+    # SHELL_SCRIPT is the fake's twin on a real backend: run it in this host's shell.
+    sh = shutil.which("sh")
+    if sh is None or shutil.which("sed") is None:
+        pytest.skip("no POSIX shell with sed on this host")
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), ENV_OUTPUT: out, ENV_STDERR: err}
+    shell = subprocess.run([sh, "-c", SHELL_SCRIPT], env=env, capture_output=True, check=True)
+
+    backend = FakeBackend()
+    plan = make_plan([scripted_step("s", output=out or None, stderr=err or None)])
+    backend.setup(plan)
+    fake, _ = run_step(backend, plan, plan.step("s"))
+
+    assert (shell.stdout, shell.stderr) == (fake.stdout, fake.stderr)
+
+
+def test_a_missing_file_to_cat_is_a_message_on_stderr() -> None:
+    backend = FakeBackend()
+    plan = make_plan([scripted_step("c", cat="absent.txt", output="not printed")])
+    backend.setup(plan)
+
+    output, exit = run_step(backend, plan, plan.step("c"))
+
+    assert exit.exit_code == 1
+    assert output.stdout == b""
+    assert output.stderr == b"cat: absent.txt: No such file or directory\n"
+
+
+# -- the image of the workspace helper ------------------------------------------------------------
+
+
+def test_the_workspace_is_copied_with_the_first_image_present() -> None:
+    backend = FakeBackend(local_images={"b", "c"}, registry_images={"a"})
+    plan = make_plan(
+        [
+            scripted_step("x", image="a", pull=PullPolicy.IF_NOT_EXISTS),
+            scripted_step("y", image="b", pull=PullPolicy.ALWAYS),
+            scripted_step("z", image="c"),
+        ]
+    )
+    backend.setup(plan)
+
+    backend.populate_workspace(plan, workspace_tar({"f": "x"}))
+
+    assert backend.helper_images == ["b"]  # present, so nothing is pulled for the helper
+    assert backend.pulled == []
+
+
+def test_the_workspace_is_copied_with_the_first_image_that_pulls_when_none_is_present() -> None:
+    backend = FakeBackend(local_images=set(), registry_images={"c"})
+    plan = make_plan(
+        [
+            scripted_step("x", image="a", pull=PullPolicy.NEVER),
+            scripted_step("y", image="b", pull=PullPolicy.IF_NOT_EXISTS),
+            scripted_step("z", image="c", pull=PullPolicy.IF_NOT_EXISTS),
+        ],
+        services=[make_service("s", image="a", pull=PullPolicy.NEVER)],
+    )
+    backend.setup(plan)
+
+    backend.populate_workspace(plan, workspace_tar({"f": "x"}))
+
+    assert backend.helper_images == ["c"]
+    assert backend.pulled == ["c"]
+
+
+def test_no_usable_image_for_the_workspace_names_each_reason_once() -> None:
+    backend = FakeBackend(local_images=set(), registry_images=set())
+    plan = make_plan(
+        [
+            scripted_step("x", image="a", pull=PullPolicy.NEVER),
+            scripted_step("y", image="b", pull=PullPolicy.ALWAYS),
+            scripted_step("z", image="a", pull=PullPolicy.NEVER),
+        ]
+    )
+    backend.setup(plan)
+
+    with pytest.raises(BackendError) as info:
+        backend.populate_workspace(plan, workspace_tar({"f": "x"}))
+
+    message = str(info.value)
+    assert message.count("'a'") == 1
+    assert "pull policy is 'never'" in message
+    assert "cannot pull image 'b'" in message
+    assert backend.helper_images == []

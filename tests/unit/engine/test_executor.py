@@ -6,39 +6,22 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
 
 import pytest
+from tests.support.plans import workspace_tar
+from tests.support.reporters import Recorder
 
 from bastion.backends.fake import FakeBackend
+from bastion.engine.backend import BackendError, OutputChunk, OutputStream
 from bastion.engine.compiler import CompileOptions, compile_pipeline
-from bastion.engine.executor import Executor, RunResult
-from bastion.engine.masking import SecretMasker
+from bastion.engine.executor import Executor, RunResult, StepResult
+from bastion.engine.masking import REPLACEMENT, SecretMasker
 from bastion.engine.plan import Plan, StepPlan
 from bastion.engine.status import State
 from bastion.spec.conditions import MatchContext
 from bastion.spec.context import BuildContext, Commit
 from bastion.spec.parse import parse
-
-
-class Recorder:
-    """A reporter that remembers everything, in order."""
-
-    def __init__(self) -> None:
-        self.events: list[tuple[str, str]] = []
-        self.output: dict[str, str] = {}
-        self._lock = threading.Lock()
-
-    def step_started(self, step: StepPlan) -> None:
-        with self._lock:
-            self.events.append(("start", step.name))
-
-    def step_output(self, step: StepPlan, text: str) -> None:
-        with self._lock:
-            self.output[step.name] = self.output.get(step.name, "") + text
-
-    def step_finished(self, step: StepPlan, result: object) -> None:
-        with self._lock:
-            self.events.append(("end", step.name))
 
 
 def plan_of(text: str, secrets: dict[str, str] | None = None, timeout: float = 60) -> Plan:
@@ -61,13 +44,19 @@ def run(
     match: MatchContext | None = None,
     cancel: threading.Event | None = None,
     backend: FakeBackend | None = None,
+    workspace: dict[str, str] | None = None,
 ) -> tuple[RunResult, Recorder, FakeBackend]:
     backend = backend or FakeBackend()
     recorder = Recorder()
     plan = plan_of(text, secrets, timeout)
     masker = SecretMasker((secrets or {}).values())
     executor = Executor(backend, masker, recorder, poll_interval=0.01)
-    result = executor.run(plan, match or MatchContext.from_build(BuildContext()), cancel=cancel)
+    result = executor.run(
+        plan,
+        match or MatchContext.from_build(BuildContext()),
+        workspace=workspace_tar(workspace) if workspace is not None else None,
+        cancel=cancel,
+    )
     assert backend.resources_of(plan.run_id) == [], "the run left resources behind"
     return result, recorder, backend
 
@@ -273,3 +262,147 @@ def test_large_output_is_streamed_completely(n: int) -> None:
     )
     _, rec, _ = run(text)
     assert len(rec.output["a"].encode()) >= n * 100_000
+
+
+# -- stdout and stderr -----------------------------------------------------------------------
+
+
+TOKEN = "Zq9xKvB7wtLmP4Yr"
+
+
+def test_stderr_reaches_the_reporter_tagged_stderr() -> None:
+    text = (
+        "kind: pipeline\nsteps:\n- {name: a, image: x, environment: "
+        "{BASTION_FAKE_OUTPUT: out, BASTION_FAKE_STDERR: err}}\n"
+    )
+    _, rec, _ = run(text)
+    assert rec.text("a", "stdout") == "out\n"
+    assert rec.text("a", "stderr") == "err\n"
+
+
+def test_a_stderr_write_inside_a_half_printed_secret_does_not_unmask_it() -> None:
+    # The leak: stdout prints `split=` and the first 9 characters of the secret, stderr
+    # writes a line, stdout prints the rest. Masked as one stream, the text reads
+    # `split=Zq9xKvB7wwarn` + `tLmP4Yr`: neither piece is the secret, both are printed.
+    text = (
+        "kind: pipeline\nsteps:\n- name: shell\n  image: x\n  environment:\n"
+        "    TOKEN: {from_secret: token}\n"
+        f"    BASTION_FAKE_OUTPUT: 'split={TOKEN[:9]}\\|{TOKEN[9:]}'\n"
+        "    BASTION_FAKE_STDERR: warn\n"
+    )
+    result, rec, _ = run(text, secrets={"token": TOKEN})
+
+    assert result.state is State.SUCCESS
+    assert rec.text("shell", "stdout") == f"split={REPLACEMENT}\n"
+    assert rec.text("shell", "stderr") == "warn\n"
+    printed = "".join(rec.output.values())
+    assert TOKEN[:9] not in printed
+    assert TOKEN[9:] not in printed
+
+
+class _ChunkedBackend(FakeBackend):
+    """Every step writes exactly these chunks."""
+
+    def __init__(self, chunks: list[tuple[OutputStream, bytes]]) -> None:
+        super().__init__()
+        self.chunks = [OutputChunk(stream, data) for stream, data in chunks]
+
+    def output(self, plan: Plan, step: StepPlan) -> Iterator[OutputChunk]:
+        for _ in super().output(plan, step):  # until the pretend process exits
+            pass
+        yield from self.chunks
+
+
+def test_each_stream_is_decoded_on_its_own() -> None:
+    # A UTF-8 character cut between two stdout chunks, with stderr text in between, still
+    # decodes whole: stderr bytes never land inside a stdout character.
+    euro = "€".encode()
+    backend = _ChunkedBackend(
+        [("stdout", b"price: " + euro[:1]), ("stderr", b"note\n"), ("stdout", euro[1:] + b"\n")]
+    )
+    text = "kind: pipeline\nsteps:\n" + step("a")
+    _, rec, _ = run(text, backend=backend)
+    assert rec.text("a", "stdout") == "price: €\n"
+    assert rec.text("a", "stderr") == "note\n"
+
+
+def test_a_reporter_without_the_stream_argument_still_gets_everything_masked() -> None:
+    # Reporters written against `step_output(step, text)` keep working (transitional).
+    class Streamless:
+        def __init__(self) -> None:
+            self.text = ""
+            self.finished: list[str] = []
+
+        def step_started(self, step: StepPlan) -> None:
+            pass
+
+        def step_output(self, step: StepPlan, text: str) -> None:
+            self.text += text
+
+        def step_finished(self, step: StepPlan, result: StepResult) -> None:
+            self.finished.append(step.name)
+
+    text = (
+        "kind: pipeline\nsteps:\n- name: a\n  image: x\n  environment:\n"
+        "    TOKEN: {from_secret: token}\n"
+        f"    BASTION_FAKE_OUTPUT: 'split={TOKEN[:9]}\\|{TOKEN[9:]}'\n"
+        "    BASTION_FAKE_STDERR: warn\n"
+    )
+    reporter = Streamless()
+    plan = plan_of(text, {"token": TOKEN})
+    result = Executor(FakeBackend(), SecretMasker([TOKEN]), reporter, poll_interval=0.01).run(
+        plan, MatchContext.from_build(BuildContext())
+    )
+    assert result.state is State.SUCCESS
+    assert sorted(reporter.text.splitlines()) == ["split=" + REPLACEMENT, "warn"]
+    assert reporter.finished == ["a"]
+
+
+# -- a run that cannot begin -----------------------------------------------------------------
+
+
+def test_a_missing_image_in_the_first_step_fails_that_step_and_failure_handlers_run() -> None:
+    backend = FakeBackend(local_images=["x"], registry_images=[])
+    text = (
+        "kind: pipeline\nsteps:\n- {name: first, image: bastion/nonexistent:1, pull: never}\n"
+        + step("second")
+        + step("on-failure", extra=", when: {status: [failure]}")
+    )
+    result, rec, _ = run(text, backend=backend, workspace={"f": "x"})
+    assert result.state is State.FAILURE
+    assert states(result) == {
+        "first": State.ERROR,
+        "second": State.SKIPPED,
+        "on-failure": State.SUCCESS,
+    }
+    assert "bastion/nonexistent:1" in result.step("first").detail
+    assert backend.helper_images == ["x"]
+
+
+@pytest.mark.parametrize("where", ["setup", "populate_workspace"])
+def test_when_the_run_cannot_begin_every_step_is_reported_skipped(where: str) -> None:
+    class Failing(FakeBackend):
+        def setup(self, plan: Plan) -> None:
+            if where == "setup":
+                raise BackendError("the engine said no")
+            super().setup(plan)
+
+    backend = Failing(local_images=[], registry_images=[])
+    text = (
+        "kind: pipeline\nservices:\n- {name: db, image: x}\nsteps:\n"
+        + step("a")
+        + step("b", extra=", when: {status: [failure]}")
+    )
+    result, rec, _ = run(text, backend=backend, workspace={"f": "x"})
+
+    assert result.state is State.ERROR
+    assert result.reason
+    assert states(result) == {"db": State.SKIPPED, "a": State.SKIPPED, "b": State.SKIPPED}
+    for r in result.steps:
+        assert r.detail == "not run: the run could not begin"
+    assert sorted(rec.results) == ["a", "b", "db"]  # each one reported
+    assert not [e for e in rec.events if e[0] == "start"]
+    if where == "setup":
+        assert "the engine said no" in result.reason
+    else:
+        assert "no image of run" in result.reason

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import random
+import string
 import urllib.parse
 from collections.abc import Callable, Iterable
 
@@ -41,14 +42,38 @@ def stream(masker: SecretMasker, chunks: Iterable[str]) -> str:
     return "".join(parts)
 
 
+BASE64_CHARACTERS = set(string.ascii_letters + string.digits + "+/-_")
+
+
+def naive_joins(text: str) -> set[int]:
+    """Reference for the wrapped-base64 rule, line by line: the positions of the characters
+    of every join (a "\\n" or "\\r\\n" after a line that ends with 40 base64 characters, and
+    the indentation of the next line)."""
+    joins: set[int] = set()
+    start = 0
+    while (newline := text.find("\n", start)) >= 0:
+        content = text[start:newline].removesuffix("\r")
+        if len(content) >= 40 and all(char in BASE64_CHARACTERS for char in content[-40:]):
+            end = newline + 1
+            while end < len(text) and text[end] in " \t":
+                end += 1
+            joins.update(range(start + len(content), end))
+        start = newline + 1
+    return joins
+
+
 def naive_mask(text: str, forms: Iterable[str]) -> str:
-    """Reference: every occurrence of every form, overlapping or touching ones merged."""
+    """Reference: every occurrence of every form in the text without its joins, overlapping
+    or touching ones (in the text) merged; one replacement per line piece, joins kept."""
+    joins = naive_joins(text)
+    kept = [position for position in range(len(text)) if position not in joins]
+    joined = "".join(text[position] for position in kept)
     spans = []
     for form in forms:
-        start = text.find(form)
+        start = joined.find(form)
         while start >= 0:
-            spans.append((start, start + len(form)))
-            start = text.find(form, start + 1)
+            spans.append((kept[start], kept[start + len(form) - 1] + 1))
+            start = joined.find(form, start + 1)
     merged: list[tuple[int, int]] = []
     for start, end in sorted(spans):
         if merged and start <= merged[-1][1]:
@@ -57,7 +82,15 @@ def naive_mask(text: str, forms: Iterable[str]) -> str:
             merged.append((start, end))
     parts, position = [], 0
     for start, end in merged:
-        parts += [text[position:start], REPLACEMENT]
+        parts.append(text[position:start])
+        in_piece = False
+        for index in range(start, end):
+            if index in joins:
+                parts.append(text[index])
+                in_piece = False
+            elif not in_piece:
+                parts.append(REPLACEMENT)
+                in_piece = True
         position = end
     return "".join([*parts, text[position:]])
 
@@ -304,6 +337,300 @@ def test_mask_of_a_large_text_across_internal_slices() -> None:
     assert SECRET not in masked
     assert masked.count(REPLACEMENT) == 3
     assert len(masked) == len(text) - 3 * (len(SECRET) - len(REPLACEMENT))
+
+
+# --- wrapped base64 (and hex) ----------------------------------------------------------
+
+# 120 characters: base64 of "user:" + LONG is 168 characters, three lines at 76 and at 64.
+LONG = "".join(random.Random(7).choices(string.ascii_letters + string.digits + "!#%+/=?~", k=120))
+# 60 characters: two lines at 76 and at 64.
+MEDIUM = "".join(random.Random(8).choices(string.ascii_letters + string.digits + "-_.", k=60))
+ENCODERS = [base64.b64encode, base64.urlsafe_b64encode]
+ENCODER_IDS = ["standard", "url-safe"]
+
+
+def wrap(encoded: str, width: int, newline: str = "\n", indent: str = "") -> str:
+    """What ``base64`` (76), ``openssl base64`` (64) or ``xxd -p`` (60) print."""
+    return "".join(
+        f"{indent}{encoded[start : start + width]}{newline}"
+        for start in range(0, len(encoded), width)
+    )
+
+
+def _assert_streams_like_mask_at_every_split(masker: SecretMasker, text: str) -> None:
+    for first in range(len(text) + 1):
+        _assert_streams_like_mask(masker, text, [text[:first], text[first:]])
+    for first in range(0, len(text) + 1, 7):
+        for second in range(first, len(text) + 1, 5):
+            _assert_streams_like_mask(
+                masker, text, [text[:first], text[first:second], text[second:]]
+            )
+    _assert_streams_like_mask(masker, text, list(text))
+
+
+def _visible_encoded_positions(encoded: str, width: int, masked: str) -> set[int]:
+    """Positions in ``encoded`` of the characters still shown when ``masked`` is the masked
+    ``wrap(encoded, width)`` (one replacement at most per line)."""
+    lines = [encoded[start : start + width] for start in range(0, len(encoded), width)]
+    masked_lines = masked.split("\n")
+    assert masked_lines[-1] == ""
+    assert len(masked_lines) == len(lines) + 1  # the line structure is kept
+    visible: set[int] = set()
+    for number, (line, shown) in enumerate(zip(lines, masked_lines, strict=False)):
+        if REPLACEMENT in shown:
+            before, after = shown.split(REPLACEMENT)
+            assert line.startswith(before)
+            assert line.endswith(after)
+            offsets = [*range(len(before)), *range(len(line) - len(after), len(line))]
+        else:
+            assert shown == line
+            offsets = list(range(len(line)))
+        visible.update(number * width + offset for offset in offsets)
+    return visible
+
+
+@pytest.mark.parametrize("secret", [LONG, MEDIUM], ids=["three-lines", "two-lines"])
+@pytest.mark.parametrize("width", [76, 64])
+@pytest.mark.parametrize("encode", ENCODERS, ids=ENCODER_IDS)
+def test_echo_user_colon_long_secret_piped_to_wrapping_base64(
+    secret: str, width: int, encode: Callable[[bytes], bytes]
+) -> None:
+    # `echo -n "user:$SECRET" | base64` (76 columns) or `| openssl base64` (64): every piece
+    # of the encoded secret is on a line of its own, and none of them is a form.
+    encoded = encode(f"user:{secret}".encode()).decode()
+    printed = wrap(encoded, width)
+    lines = printed.count("\n")
+    assert lines >= 2
+    masker = SecretMasker([secret])
+    # Only the head stays: it encodes "user:" and 2 bits of the secret. The line count shows.
+    expected = f"{encoded[:7]}{REPLACEMENT}\n" + f"{REPLACEMENT}\n" * (lines - 1)
+    assert masker.mask(printed) == expected
+    text = f"$ ./deploy.sh\n{printed}deployed\n"
+    assert masker.mask(text) == f"$ ./deploy.sh\n{expected}deployed\n"
+    _assert_streams_like_mask_at_every_split(masker, text)
+
+
+def test_python_encodebytes_of_a_long_secret_and_of_a_long_value() -> None:
+    masker = SecretMasker([LONG])
+    printed = base64.encodebytes(f"user:{LONG}".encode()).decode()  # 76 columns
+    assert masker.mask(printed) == f"{printed[:7]}{REPLACEMENT}\n{REPLACEMENT}\n{REPLACEMENT}\n"
+    alone = base64.encodebytes(LONG.encode()).decode()
+    assert masker.mask(alone) == f"{REPLACEMENT}\n" * alone.count("\n")
+
+
+@pytest.mark.parametrize("width", [76, 64, 60, 40])
+@pytest.mark.parametrize("encode", ENCODERS, ids=ENCODER_IDS)
+def test_no_character_of_the_wrapped_encoded_secret_is_visible(
+    width: int, encode: Callable[[bytes], bytes]
+) -> None:
+    # The secret in the middle of wrapped data (a registry config printed as base64), at
+    # every alignment and at every position relative to the line ends.
+    masker = SecretMasker([MEDIUM])
+    for prefix_length in range(40, 40 + 3 * 20):
+        prefix = ('{"auths": {"registry.example": {"auth": "' + "x" * 60)[:prefix_length]
+        data = f'{prefix}{MEDIUM}"}}}}}}'.encode()
+        encoded = encode(data).decode()
+        masked = masker.mask(wrap(encoded, width))
+        core = range(-(-8 * prefix_length // 6), 8 * (prefix_length + len(MEDIUM)) // 6)
+        assert not _visible_encoded_positions(encoded, width, masked) & set(core)
+
+
+def test_wrapped_hex_dump_of_a_secret() -> None:
+    # `echo -n "$SECRET" | xxd -p` wraps at 60 columns.
+    printed = wrap(LONG.encode().hex(), 60)
+    assert SecretMasker([LONG]).mask(printed) == f"{REPLACEMENT}\n" * 4
+
+
+def test_wrapped_base64_after_a_prefix_on_its_first_line() -> None:
+    # echo "Authorization: Basic $(echo -n "user:$SECRET" | base64)", and a `set -x` trace.
+    encoded = base64.b64encode(f"user:{LONG}".encode()).decode()
+    masker = SecretMasker([LONG])
+    printed = f"Authorization: Basic {wrap(encoded, 76)}"
+    expected = f"Authorization: Basic dXNlcjp{REPLACEMENT}\n{REPLACEMENT}\n{REPLACEMENT}\n"
+    assert masker.mask(printed) == expected
+    traced = f"+ curl -H 'Authorization: Basic {wrap(encoded, 76).rstrip()}' https://x.test\n"
+    assert masker.mask(traced) == (
+        f"+ curl -H 'Authorization: Basic dXNlcjp{REPLACEMENT}\n{REPLACEMENT}\n"
+        f"{REPLACEMENT}' https://x.test\n"
+    )
+    _assert_streams_like_mask_at_every_split(masker, traced)
+
+
+def test_wrapped_base64_with_crlf_line_ends_and_indentation() -> None:
+    encoded = base64.b64encode(f"user:{LONG}".encode()).decode()
+    masker = SecretMasker([LONG])
+    crlf = wrap(encoded, 76, "\r\n")
+    assert masker.mask(crlf) == f"dXNlcjp{REPLACEMENT}\r\n{REPLACEMENT}\r\n{REPLACEMENT}\r\n"
+    yaml = "data:\n  auth: |\n" + wrap(encoded, 64, indent="    ") + "kind: Secret\n"
+    assert masker.mask(yaml) == (
+        f"data:\n  auth: |\n    dXNlcjp{REPLACEMENT}\n    {REPLACEMENT}\n    {REPLACEMENT}\n"
+        "kind: Secret\n"
+    )
+    _assert_streams_like_mask_at_every_split(masker, crlf)
+    _assert_streams_like_mask_at_every_split(masker, yaml)
+
+
+def test_unrelated_wrapped_block_is_left_alone() -> None:
+    rng = random.Random(3)
+    masker = SecretMasker([SECRET, LONG, MEDIUM, KEY])
+    pem = (
+        "-----BEGIN PRIVATE KEY-----\n"
+        + wrap(base64.b64encode(rng.randbytes(1200)).decode(), 64)
+        + "-----END PRIVATE KEY-----\n"
+    )
+    dump = wrap(base64.b64encode(rng.randbytes(3000)).decode(), 76)
+    hashes = "".join(rng.randbytes(20).hex() + "\n" for _ in range(50))  # 40 columns
+    text = pem + dump + hashes
+    assert masker.mask(text) == text
+    _assert_streams_like_mask(
+        masker, text, [text[start : start + 97] for start in range(0, len(text), 97)]
+    )
+
+
+def test_a_secret_inside_a_wrapped_block_masks_only_the_lines_it_is_on() -> None:
+    rng = random.Random(4)
+    masker = SecretMasker([LONG])
+    data = rng.randbytes(900) + LONG.encode() + rng.randbytes(900)
+    encoded = base64.b64encode(data).decode()
+    printed = wrap(encoded, 64)
+    masked = masker.mask(printed)
+    changed = [
+        number
+        for number, (line, shown) in enumerate(
+            zip(printed.splitlines(), masked.splitlines(), strict=True)
+        )
+        if line != shown
+    ]
+    core = range(-(-8 * 900 // 6), 8 * (900 + len(LONG)) // 6)
+    assert changed == list(range(core[0] // 64, core[-1] // 64 + 1))
+    assert not _visible_encoded_positions(encoded, 64, masked) & set(core)
+
+
+def test_a_short_secret_across_a_line_end_of_a_long_wrapped_line() -> None:
+    # The secret's forms are shorter than a wrapped line, so the stream emits the start of
+    # the line before its end arrives and must remember that it was base64.
+    masker = SecretMasker([SECRET])
+    assert masker._hold_back < masking.WRAP_MIN_WIDTH
+    for before in range(100, 112):
+        data = bytes(range(before)) + SECRET.encode() + b"!" * 30
+        encoded = base64.b64encode(data).decode()
+        width = -(-8 * before // 6) + 7  # the core starts 7 characters before the line end
+        text = f"x\n{wrap(encoded, width)}y\n"
+        masked = masker.mask(text)
+        assert REPLACEMENT in masked.splitlines()[1]
+        assert masked.splitlines()[2].startswith(REPLACEMENT)
+        _assert_streams_like_mask(masker, text, list(text))
+        for size in (3, 17, 40, 41, 77):
+            chunks = [text[start : start + size] for start in range(0, len(text), size)]
+            _assert_streams_like_mask(masker, text, chunks)
+
+
+def test_ordinary_lines_are_not_delayed_and_base64_lines_wait_for_one_line() -> None:
+    masker = SecretMasker([SECRET, LONG])
+    assert masker._hold_back > 76  # the longest form is longer than a wrapped line
+    masking_stream = masker.stream()
+    assert masking_stream.feed("compiling main.c\n") == "compiling main.c\n"
+    base64_line = "QUJD" * 19  # 76 columns: the next line may continue it
+    assert masking_stream.feed(base64_line + "\n") == ""
+    assert masking_stream.feed("linking\n") == f"{base64_line}\nlinking\n"
+    digest = "Digest: sha256:" + "0123456789abcdef" * 4  # ends with 64 base64 characters
+    assert masking_stream.feed(digest + "\n") == ""
+    assert masking_stream.feed("Status: done\n") == f"{digest}\nStatus: done\n"
+    # 39 base64 characters, "=" padding, or a space after them: not a wrapped line.
+    for line in ("QUJD" * 9 + "QUJ", "QUJD" * 18 + "QQ==", "QUJD" * 19 + " "):
+        assert masking_stream.feed(line + "\n") == line + "\n"
+    assert masking_stream.flush() == ""
+    # The end of the stream releases a held line.
+    assert masking_stream.feed(base64_line + "\n") == ""
+    assert masking_stream.flush() == base64_line + "\n"
+    # With short forms only the last ``hold_back`` characters and the line break wait.
+    short_stream = SecretMasker([SECRET]).stream()
+    emitted = short_stream.feed(base64_line + "\n")
+    assert emitted == base64_line[: len(base64_line) - SecretMasker([SECRET])._hold_back]
+    assert short_stream.feed("ok\n") == base64_line[len(emitted) :] + "\nok\n"
+
+
+def test_a_join_followed_by_a_long_indentation_waits_for_the_next_line() -> None:
+    # Much pending text, but almost all of it is the join's indentation: nothing is final.
+    masker = SecretMasker([LONG])
+    masking_stream = masker.stream()
+    indentation = " " * (3 * masker._hold_back)
+    assert masking_stream.feed("QUJD" * 10 + "\n" + indentation) == ""
+    assert masking_stream.feed("x\n") == "QUJD" * 10 + "\n" + indentation + "x\n"
+    assert masking_stream.flush() == ""
+
+
+def test_an_endless_base64_dump_is_held_back_only_a_little() -> None:
+    masker = SecretMasker([SECRET, LONG])
+    rng = random.Random(5)
+    masking_stream = masker.stream()
+    fed = emitted = 0
+    for _ in range(2000):
+        line = base64.b64encode(rng.randbytes(57)).decode() + "\n"
+        fed += len(line)
+        emitted += len(masking_stream.feed(line))
+        assert fed - emitted <= 2 * masker._hold_back + 2 * len(line)
+    emitted += len(masking_stream.flush())
+    assert emitted == fed
+
+
+def test_mask_of_a_large_text_with_a_wrapped_secret_across_internal_slices() -> None:
+    masker = SecretMasker([LONG])
+    printed = wrap(base64.b64encode(f"user:{LONG}".encode()).decode(), 76)
+    slice_size = masking._MASK_SLICE
+    for offset in (-200, -100, -80, -77, -76, -20, -1, 0):
+        head = "." * 99 + "\n"
+        text = head * ((slice_size + offset) // 100) + printed + head
+        masked = masker.mask(text)
+        assert masked.endswith(f"dXNlcjp{REPLACEMENT}\n{REPLACEMENT}\n{REPLACEMENT}\n{head}")
+
+
+def test_random_wrapped_texts_and_chunkings_match_a_naive_reference() -> None:
+    rng = random.Random(20240502)
+    alphabet = "abXY09+/-_=%é \n\r\t"
+    for _ in range(150):
+        secrets = [
+            "".join(rng.choices(alphabet[:-4], k=rng.randint(4, 70)))
+            for _ in range(rng.randint(1, 3))
+        ]
+        secrets = [secret for secret in secrets if len(secret.strip()) >= MIN_SECRET_LENGTH]
+        if not secrets:
+            continue
+        masker = SecretMasker(secrets)
+        forms = sorted(set().union(*(secret_forms(secret) for secret in secrets)))
+        pieces = []
+        for _ in range(rng.randint(1, 6)):
+            roll = rng.random()
+            if roll < 0.5:
+                data = (
+                    rng.randbytes(rng.randint(0, 50))
+                    + rng.choice(secrets).encode()
+                    + rng.randbytes(rng.randint(0, 50))
+                )
+                encoded = data.hex() if rng.random() < 0.2 else rng.choice(ENCODERS)(data).decode()
+                pieces.append(
+                    rng.choice(["", "", "Basic ", "x"])
+                    + wrap(
+                        encoded,
+                        rng.choice([40, 41, 45, 60, 64, 76]),
+                        rng.choice(["\n", "\n", "\r\n"]),
+                        rng.choice(["", "", "  ", "\t"]),
+                    )
+                )
+            elif roll < 0.7:
+                pieces.append(rng.choice(forms) + rng.choice(["", "\n", "\r\n"]))
+            else:
+                pieces.append("".join(rng.choices(alphabet, k=rng.randint(0, 50))))
+        text = "".join(pieces)
+        assert masker.mask(text) == naive_mask(text, forms)
+        size = rng.randint(1, 90)
+        chunks = [text[start : start + size] for start in range(0, len(text), size)]
+        _assert_streams_like_mask(masker, text, chunks)
+        cuts = sorted(rng.sample(range(len(text) + 1), min(8, len(text) + 1)))
+        chunks = [
+            text[start:end] for start, end in zip([0, *cuts], [*cuts, len(text)], strict=True)
+        ]
+        _assert_streams_like_mask(masker, text, chunks)
 
 
 # --- overlaps ----------------------------------------------------------------------------
