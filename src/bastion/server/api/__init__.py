@@ -1,0 +1,18 @@
+"""The REST API on Drone's paths (``/api/...``), plus ``/healthz`` and ``/version``.
+
+One router module per resource; each route declares its authorization as a dependency
+(``bastion.server.auth``) and answers with the models of ``bastion.rpc.api``.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from bastion.server.api import builds, repos, runners, stream, system, users
+
+
+def api_router() -> APIRouter:
+    router = APIRouter()
+    for module in (system, users, repos, builds, runners, stream):
+        router.include_router(module.router)
+    return router

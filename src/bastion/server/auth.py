@@ -1,0 +1,176 @@
+"""Who is asking, and what they may do: API tokens, roles, repository access. Deny by default.
+
+**Credentials.** ``Authorization: Bearer <token>``, or ``?access_token=<token>`` for Drone
+compatibility (browsers' EventSource cannot send headers). The token is hashed and looked up
+(``store.find_token``; the hash lookup is the comparison, and hashes are of 256-bit random
+tokens, so timing tells nothing). Refused with 401: no token, an unknown one, a revoked or
+expired one, a token of an inactive (blocked) user. ``last_used`` is updated at most once a
+minute per token.
+
+**Roles.** *anonymous* (no token): only ``/healthz`` and ``/version``. *user*: their own
+account, and what the repository rule below grants. *admin*: everything. A token's scopes
+narrow its user's rights (a ``read`` token cannot write even for an admin); the bootstrap and
+CLI-created tokens carry all three scopes.
+
+**Repository access (until the identity issue brings per-repository permissions).** Admins
+have read, write and admin on every repository. Other users have **read** on every *active*
+repository and nothing else: they cannot change repository settings, start, restart or
+cancel builds. An inactive repository does not exist for them (404, not 403, so its name is
+not confirmed). ``trusted`` is changed by system admins only, whatever the repository rule
+grants.
+
+**Deny by default.** Every route under ``/api`` declares one of :func:`require_user`,
+:func:`require_admin` or :func:`require_repo` as a dependency; a test walks the routes and
+fails on one without. The dependencies carry the attribute ``bastion_auth`` for that test.
+Runner endpoints (``/rpc``) use ``bastion.server.rpc.auth``; webhooks verify signatures.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from fastapi import Depends, Request
+
+from bastion.crypto import hash_token
+from bastion.server.context import ServerContext, get_ctx
+from bastion.server.errors import Forbidden, NotFound, Unauthorized
+from bastion.store.types import Repo, Scope, Token, User
+
+log = logging.getLogger("bastion.server")
+
+TOUCH_INTERVAL = 60  # seconds between two last_used updates of one token
+ALL_SCOPES: tuple[Scope, ...] = (Scope.READ, Scope.WRITE, Scope.ADMIN)
+_MAX_TOKEN_CHARS = 512
+
+
+@dataclass(frozen=True)
+class Principal:
+    """An authenticated caller."""
+
+    user: User
+    token: Token
+
+    @property
+    def admin(self) -> bool:
+        return self.user.admin and self.allows(Scope.ADMIN)
+
+    def allows(self, scope: Scope) -> bool:
+        """Whether the token's scopes include ``scope`` (no scopes: all)."""
+        return not self.token.scopes or scope in self.token.scopes
+
+
+@dataclass(frozen=True)
+class RepoAccess:
+    principal: Principal
+    repo: Repo
+
+
+def _mark(kind: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    def mark(fn: Callable[..., Any]) -> Callable[..., Any]:
+        fn.bastion_auth = kind  # type: ignore[attr-defined]
+        return fn
+
+    return mark
+
+
+def presented_token(request: Request) -> str | None:
+    header = request.headers.get("authorization", "")
+    if header:
+        scheme, _, value = header.partition(" ")
+        if scheme.lower() != "bearer" or not value.strip():
+            raise Unauthorized("the Authorization header must be: Bearer <token>")
+        return value.strip()
+    query = request.query_params.get("access_token")
+    return query.strip() if query else None
+
+
+def authenticate(ctx: ServerContext, request: Request) -> Principal | None:
+    """The caller, None when anonymous; ``Unauthorized`` for a token that does not work."""
+    token = presented_token(request)
+    if token is None:
+        return None
+    if len(token) > _MAX_TOKEN_CHARS:
+        raise Unauthorized("invalid token")
+    found = ctx.store.find_token(hash_token(token))
+    if found is None:
+        raise Unauthorized("invalid token")
+    record, user = found
+    now = ctx.now()
+    if record.revoked:
+        raise Unauthorized("this token was revoked")
+    if record.expires and record.expires <= now:
+        raise Unauthorized("this token has expired")
+    if not user.active:
+        raise Unauthorized(f"the account {user.login} is blocked")
+    if now - record.last_used >= TOUCH_INTERVAL:
+        ctx.store.touch_token(record.id, now)
+    return Principal(user, record)
+
+
+def _principal(request: Request, ctx: ServerContext) -> Principal:
+    principal = authenticate(ctx, request)
+    if principal is None:
+        raise Unauthorized("authentication required: send Authorization: Bearer <token>")
+    return principal
+
+
+CtxDep = Annotated[ServerContext, Depends(get_ctx)]
+
+
+@_mark("user")
+def require_user(request: Request, ctx: CtxDep) -> Principal:
+    """Any authenticated, active user."""
+    return _principal(request, ctx)
+
+
+@_mark("admin")
+def require_admin(request: Request, ctx: CtxDep) -> Principal:
+    """A system administrator (with an admin-scoped token)."""
+    principal = _principal(request, ctx)
+    if not principal.admin:
+        raise Forbidden("this needs a system administrator")
+    return principal
+
+
+def repo_scopes(user: User, repo: Repo) -> frozenset[Scope]:
+    """What ``user`` may do on ``repo`` (the rule of the module docstring)."""
+    if user.admin:
+        return frozenset(ALL_SCOPES)
+    if repo.active:
+        return frozenset({Scope.READ})
+    return frozenset()
+
+
+def check_repo_access(principal: Principal, repo: Repo, scope: Scope) -> None:
+    granted = repo_scopes(principal.user, repo)
+    if not granted:
+        raise NotFound(f"repository {repo.owner}/{repo.name} not found")
+    if scope not in granted or not principal.allows(scope):
+        verb = {Scope.READ: "read", Scope.WRITE: "change", Scope.ADMIN: "administer"}[scope]
+        raise Forbidden(f"you may not {verb} repository {repo.slug} (needs {scope.value} access)")
+
+
+def require_repo(scope: Scope) -> Callable[..., RepoAccess]:
+    """A dependency: the repository of the path's ``{owner}/{name}``, if the caller has
+    ``scope`` on it. Anonymous callers get 401 before any lookup (no name is confirmed)."""
+
+    @_mark(f"repo:{scope.value}")
+    def dependency(owner: str, name: str, request: Request, ctx: CtxDep) -> RepoAccess:
+        principal = _principal(request, ctx)
+        repo = ctx.store.get_repo(owner, name)
+        if repo is None:
+            raise NotFound(f"repository {owner}/{name} not found")
+        check_repo_access(principal, repo, scope)
+        return RepoAccess(principal, repo)
+
+    return dependency
+
+
+UserDep = Annotated[Principal, Depends(require_user)]
+AdminDep = Annotated[Principal, Depends(require_admin)]
+RepoRead = Annotated[RepoAccess, Depends(require_repo(Scope.READ))]
+RepoWrite = Annotated[RepoAccess, Depends(require_repo(Scope.WRITE))]
+RepoAdmin = Annotated[RepoAccess, Depends(require_repo(Scope.ADMIN))]

@@ -1,0 +1,64 @@
+"""Runner authentication and the lease check.
+
+``require_runner``: ``Authorization: Bearer <runner token>`` (never a query parameter: runner
+tokens must not end up in access logs), hashed and looked up; unknown or revoked → 401.
+``require_lease``: the stage's live lease, presented in ``X-Bastion-Lease``, checked by
+``store.check_lease`` (hash compared in constant time; the stage must be running, leased to
+this runner, the lease not lapsed). Every failure is the same 409 with the same message, so a
+runner asking about another runner's stage learns neither its details nor why it was refused.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from bastion.crypto import hash_token
+from bastion.rpc.messages import LEASE_HEADER
+from bastion.server.auth import CtxDep
+from bastion.server.errors import Conflict, Unauthorized
+from bastion.store.types import Runner, Stage
+
+_MAX_TOKEN_CHARS = 512
+
+
+def _bearer(request: Request) -> str:
+    scheme, _, value = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not value.strip() or len(value) > _MAX_TOKEN_CHARS:
+        raise Unauthorized("runner calls need Authorization: Bearer <runner token>")
+    return value.strip()
+
+
+def require_runner(request: Request, ctx: CtxDep) -> Runner:
+    runner = ctx.store.find_runner_by_token(hash_token(_bearer(request)))
+    if runner is None:
+        raise Unauthorized("unknown or revoked runner token")
+    return runner
+
+
+require_runner.bastion_auth = "runner"  # type: ignore[attr-defined]
+
+RunnerDep = Annotated[Runner, Depends(require_runner)]
+
+
+@dataclass(frozen=True)
+class LeasedStage:
+    runner: Runner
+    stage: Stage
+
+
+def require_lease(stage_id: int, request: Request, runner: RunnerDep, ctx: CtxDep) -> LeasedStage:
+    lease = request.headers.get(LEASE_HEADER, "")
+    stage = None
+    if lease and len(lease) <= _MAX_TOKEN_CHARS:
+        stage = ctx.store.check_lease(stage_id, runner.id, hash_token(lease))
+    if stage is None:
+        raise Conflict(f"stage {stage_id}: this runner holds no live lease on it")
+    return LeasedStage(runner, stage)
+
+
+require_lease.bastion_auth = "lease"  # type: ignore[attr-defined]
+
+LeaseDep = Annotated[LeasedStage, Depends(require_lease)]

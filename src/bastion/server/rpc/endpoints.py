@@ -1,0 +1,240 @@
+"""The runner endpoints: poll, stage details, source, heartbeat, steps, logs, complete, cleanup.
+
+Answers the runner acts on (see ``bastion.rpc.messages``): 200 with a message, 204 when there
+is nothing to say (no work, an upload stored), 401 for a bad runner token, 409 for a stage
+call without the live lease, 503 when a forge cannot be read (the runner retries). State
+changes go through the services (``BuildService``, ``LogService``, ``Scheduler``).
+
+Only the leaseholder's ``GET /rpc/v1/stages/{id}`` returns secrets (none yet; see
+``services.secrets``), the clone credentials and the config.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+from pathlib import Path
+
+import anyio.to_thread
+from fastapi import APIRouter, Request
+from fastapi.responses import FileResponse, Response
+from starlette.background import BackgroundTask
+
+from bastion.rpc.messages import (
+    PATH_COMPLETE,
+    PATH_HEARTBEAT,
+    PATH_LOGS,
+    PATH_REQUEST,
+    PATH_RUNNER_CLEANUP,
+    PATH_SOURCE,
+    PATH_STAGE,
+    PATH_STEPS,
+    PROTOCOL_VERSION,
+    BuildInfo,
+    CleanupReply,
+    HeartbeatReply,
+    Lease,
+    LogBatch,
+    RepoInfo,
+    RunnerPoll,
+    StageDetails,
+    StageInfo,
+    StageResult,
+    StepState,
+    StepUpdate,
+)
+from bastion.scm.errors import ForgeError
+from bastion.server.auth import CtxDep
+from bastion.server.context import ServerContext
+from bastion.server.errors import BadRequest, Conflict, NotFound, Unavailable
+from bastion.server.rpc.auth import LeaseDep, LeasedStage, RunnerDep
+from bastion.server.services.builds import lost_stage_message
+from bastion.store.types import Build, Repo, Status
+
+log = logging.getLogger("bastion.server")
+
+router = APIRouter(tags=["rpc"], include_in_schema=False)
+
+_LOST_STAGE_MEMORY = 24 * 3600  # how long a returning runner is told about stages it lost
+
+
+def _stage_build_repo(ctx: ServerContext, leased: LeasedStage) -> tuple[Build, Repo]:
+    build = ctx.store.get_build_by_id(leased.stage.build_id)
+    repo = ctx.store.get_repo_by_id(leased.stage.repo_id)
+    if build is None or repo is None:
+        raise Conflict(f"stage {leased.stage.id}: this runner holds no live lease on it")
+    return build, repo
+
+
+@router.post(PATH_REQUEST, response_model=None)
+async def request_work(
+    poll: RunnerPoll, runner: RunnerDep, ctx: CtxDep, request: Request
+) -> Lease | Response:
+    if poll.protocol != PROTOCOL_VERSION:
+        raise BadRequest(
+            f"this server speaks runner protocol {PROTOCOL_VERSION}, the runner "
+            f"{poll.protocol}: upgrade the older of the two"
+        )
+    await anyio.to_thread.run_sync(
+        lambda: ctx.store.touch_runner(
+            runner.id,
+            os=poll.os,
+            arch=poll.arch,
+            labels=poll.labels,
+            capacity=poll.capacity,
+            version=poll.version,
+            when=ctx.now(),
+        )
+    )
+    lease = await ctx.scheduler.poll(
+        runner, poll, disconnected=request.is_disconnected, stopping=ctx.should_stop
+    )
+    if lease is None:
+        return Response(status_code=204)
+    return lease
+
+
+@router.get(PATH_STAGE)
+def stage_details(leased: LeaseDep, ctx: CtxDep) -> StageDetails:
+    stage = leased.stage
+    build, repo = _stage_build_repo(ctx, leased)
+    try:
+        config = ctx.forges.fetch_config(repo, build.after)
+    except (ForgeError, ValueError) as exc:
+        raise Unavailable(f"cannot read {repo.config_path} of {repo.slug}: {exc}") from exc
+    if config is None:
+        raise Unavailable(f"{repo.config_path} of {repo.slug} is gone at {build.after[:12]}")
+    settings = ctx.settings
+    return StageDetails(
+        stage_id=stage.id,
+        repo=RepoInfo(
+            owner=repo.owner,
+            name=repo.name,
+            default_branch=repo.default_branch,
+            private=repo.private,
+            visibility=repo.visibility,
+            trusted=repo.trusted,
+            link=repo.link,
+            http_url=repo.http_url,
+            ssh_url=repo.ssh_url,
+            forge=repo.forge,
+        ),
+        build=BuildInfo(
+            number=build.number,
+            parent=build.parent,
+            event=build.event,
+            action=build.action,
+            ref=build.ref,
+            branch=build.target,
+            source_branch=build.source,
+            sha=build.after,
+            before=build.before,
+            message=build.message,
+            author=build.author_login,
+            author_email=build.author_email,
+            author_avatar=build.author_avatar,
+            title=build.title,
+            pull_request=_pull_request(build),
+            tag=build.ref.removeprefix("refs/tags/") if build.event == "tag" else "",
+            deploy_to=build.deploy_to,
+            cron=build.cron,
+            link=build.link,
+            trigger=build.trigger,
+            fork=build.fork,
+            created=build.created,
+            started=build.started,
+        ),
+        stage=StageInfo(number=stage.number, name=stage.name, timeout=repo.timeout * 60),
+        config=config.decode("utf-8", errors="replace"),
+        config_path=repo.config_path,
+        pipeline=stage.name,
+        clone=ctx.secrets.clone(repo, stage),
+        secrets=ctx.secrets.secrets(repo, build, stage),
+        system_host=settings.link_host,
+        system_proto=settings.link_proto,
+    )
+
+
+def _pull_request(build: Build) -> int:
+    if build.event != "pull_request":
+        return 0
+    for part in build.ref.split("/"):
+        if part.isdigit():
+            return int(part)
+    return 0
+
+
+@router.get(PATH_SOURCE)
+def stage_source(leased: LeaseDep, ctx: CtxDep) -> FileResponse:
+    build, repo = _stage_build_repo(ctx, leased)
+    if repo.forge != "local":
+        raise NotFound(f"{repo.slug} is a {repo.forge} repository: clone it from the forge")
+    # A private directory (0700): the bundle is the repository's source.
+    scratch = Path(tempfile.mkdtemp(prefix="bastion-source-"))
+    path = scratch / "source.bundle"
+    try:
+        ctx.forges.local.bundle(repo.owner, repo.name, build.after, path)
+    except (ForgeError, ValueError) as exc:
+        shutil.rmtree(scratch, ignore_errors=True)
+        raise Unavailable(f"cannot bundle {repo.slug} at {build.after[:12]}: {exc}") from exc
+    except BaseException:
+        shutil.rmtree(scratch, ignore_errors=True)
+        raise
+    return FileResponse(
+        path,
+        media_type="application/x-git-bundle",
+        background=BackgroundTask(shutil.rmtree, scratch, ignore_errors=True),
+    )
+
+
+@router.post(PATH_HEARTBEAT)
+def heartbeat(leased: LeaseDep, ctx: CtxDep) -> HeartbeatReply:
+    expires_in = ctx.scheduler.renew(leased.stage)
+    build = ctx.store.get_build_by_id(leased.stage.build_id)
+    cancel = build is not None and build.status == Status.KILLED
+    return HeartbeatReply(cancel=cancel, expires_in=expires_in)
+
+
+@router.post(PATH_STEPS, status_code=204)
+def update_step(update: StepUpdate, leased: LeaseDep, ctx: CtxDep) -> Response:
+    ctx.builds.update_step(leased.stage, update)
+    return Response(status_code=204)
+
+
+@router.post(PATH_LOGS, status_code=204)
+def upload_logs(batch: LogBatch, leased: LeaseDep, ctx: CtxDep) -> Response:
+    stage = leased.stage
+    step = ctx.store.get_step(stage.id, batch.step)
+    if step is None:
+        # Lines may arrive before the step's first state report: make the step exist.
+        step = ctx.builds.update_step(
+            stage,
+            StepUpdate(number=batch.step, name=f"step {batch.step}", state=StepState.RUNNING),
+        )
+    ctx.logs.append(stage, step, batch.lines)
+    return Response(status_code=204)
+
+
+@router.post(PATH_COMPLETE, status_code=204)
+def complete_stage(result: StageResult, leased: LeaseDep, ctx: CtxDep) -> Response:
+    ctx.builds.complete_stage(leased.stage, result)
+    return Response(status_code=204)
+
+
+@router.post(PATH_RUNNER_CLEANUP)
+def cleanup(runner: RunnerDep, ctx: CtxDep) -> CleanupReply:
+    """Stages this runner held whose leases lapsed (reaped now if the reaper has not yet)."""
+    now = ctx.now()
+    lost: list[int] = []
+    for stage in ctx.store.stages_of_runner(runner.id, [Status.RUNNING]):
+        if stage.lease_expires < now:
+            ctx.builds.lose_stage(stage, runner.name, ctx.settings.lease_seconds)
+            lost.append(stage.id)
+    # The reaper's message, whatever lease length was configured when it wrote it.
+    marker = lost_stage_message(runner.name, 0).split(" (", 1)[0]
+    for stage in ctx.store.stages_of_runner(runner.id, [Status.ERROR, Status.KILLED]):
+        recent = stage.stopped >= now - _LOST_STAGE_MEMORY
+        if recent and stage.error.startswith(marker) and stage.id not in lost:
+            lost.append(stage.id)
+    return CleanupReply(lost_stages=sorted(lost))

@@ -1,0 +1,254 @@
+"""Deny by default: every route, asked by each role, answers as the rule in
+``bastion.server.auth`` says — and a route added without an auth dependency (or without a
+row in ``ROUTES``) fails ``test_every_route_declares_its_authorization``.
+
+Roles: anonymous, user (not an admin), admin, a revoked token, an expired token, a blocked
+(inactive) user. The last three are refused everywhere but ``/healthz`` and ``/version``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fastapi.dependencies.models import Dependant
+from fastapi.routing import APIRoute
+from tests.integration.server._support import PIPELINE, FakeRunner, Harness, start_server, wait_for
+
+from bastion.crypto import hash_token, new_token
+from bastion.rpc.messages import StepState
+from bastion.server.auth import ALL_SCOPES
+
+OPEN = {"anonymous": 200, "user": 200, "admin": 200}
+USER = {"anonymous": 401, "user": 200, "admin": 200}
+ADMIN = {"anonymous": 401, "user": 403, "admin": 200}
+
+
+@dataclass(frozen=True)
+class Route:
+    method: str
+    path: str  # as the app declares it
+    url: str  # a concrete URL
+    expect: dict[str, int]
+    body: Any = None
+    stream: bool = False
+
+    @property
+    def id(self) -> str:
+        return f"{self.method} {self.url}"
+
+
+ROUTES = [
+    Route("GET", "/healthz", "/healthz", OPEN),
+    Route("GET", "/version", "/version", OPEN),
+    Route("GET", "/api/user", "/api/user", USER),
+    Route("GET", "/api/user/repos", "/api/user/repos", USER),
+    Route("GET", "/api/users", "/api/users", ADMIN),
+    Route("POST", "/api/users", "/api/users", ADMIN, body={"login": "newcomer"}),
+    Route("GET", "/api/users/{login}", "/api/users/spare", ADMIN),
+    Route("PATCH", "/api/users/{login}", "/api/users/spare", ADMIN, body={"email": "x@y.z"}),
+    Route("DELETE", "/api/users/{login}", "/api/users/spare", {**ADMIN, "admin": 204}),
+    Route("POST", "/api/users/{login}/token", "/api/users/spare/token", ADMIN),
+    Route("GET", "/api/repos", "/api/repos", USER),
+    Route("POST", "/api/repos", "/api/repos", ADMIN, body={"owner": "acme", "name": "new"}),
+    Route("GET", "/api/repos/{owner}/{name}", "/api/repos/acme/web", USER),
+    Route("POST", "/api/repos/{owner}/{name}", "/api/repos/acme/web", ADMIN),
+    Route("DELETE", "/api/repos/{owner}/{name}", "/api/repos/acme/web", ADMIN),
+    Route("PATCH", "/api/repos/{owner}/{name}", "/api/repos/acme/web", ADMIN, body={"timeout": 30}),
+    Route("GET", "/api/repos/{owner}/{name}/builds", "/api/repos/acme/web/builds", USER),
+    Route("POST", "/api/repos/{owner}/{name}/builds", "/api/repos/acme/web/builds", ADMIN),
+    Route(
+        "GET",
+        "/api/repos/{owner}/{name}/builds/latest",
+        "/api/repos/acme/web/builds/latest",
+        USER,
+    ),
+    Route("GET", "/api/repos/{owner}/{name}/builds/{number}", "/api/repos/acme/web/builds/1", USER),
+    Route(
+        "POST", "/api/repos/{owner}/{name}/builds/{number}", "/api/repos/acme/web/builds/1", ADMIN
+    ),
+    Route(
+        "DELETE",
+        "/api/repos/{owner}/{name}/builds/{number}",
+        "/api/repos/acme/web/builds/1",
+        ADMIN,
+    ),
+    Route(
+        "GET",
+        "/api/repos/{owner}/{name}/builds/{number}/logs/{stage}/{step}",
+        "/api/repos/acme/web/builds/1/logs/1/1",
+        USER,
+    ),
+    Route("GET", "/api/runners", "/api/runners", ADMIN),
+    Route("POST", "/api/runners", "/api/runners", ADMIN, body={"name": "another"}),
+    Route("DELETE", "/api/runners/{name}", "/api/runners/r1", {**ADMIN, "admin": 204}),
+    Route("GET", "/api/stream", "/api/stream", USER, stream=True),
+    Route(
+        "GET",
+        "/api/stream/{owner}/{name}/{number}/{stage}/{step}",
+        "/api/stream/acme/web/1/1/1",
+        USER,
+        stream=True,
+    ),
+]
+
+
+@dataclass
+class World:
+    server: Harness
+    tokens: dict[str, str | None]
+
+
+def _world(tmp_path: Path) -> Iterator[World]:
+    for server in start_server(tmp_path):
+        checkout = server.local_repo()
+        checkout.commit({".drone.yml": PIPELINE}, "Pipeline")
+        checkout.push()
+        wait_for(server.builds)
+        runner = FakeRunner(server, "r1")
+        lease = runner.poll()
+        assert lease is not None
+        runner.step(lease, 1, StepState.RUNNING)
+        runner.logs(lease, 1, [(0, "hello")])
+        server.user_token("spare")
+        store = server.ctx.store
+        revoked_user = store.create_user("revoked")
+        revoked = new_token("api")
+        token = store.create_token(revoked_user.id, "t", hash_token(revoked), ALL_SCOPES)
+        store.revoke_token(token.id)
+        expired = new_token("api")
+        store.create_token(revoked_user.id, "t", hash_token(expired), ALL_SCOPES, expires=1000)
+        blocked = server.user_token("blocked")
+        server.admin.patch("/api/users/blocked", json={"active": False}).raise_for_status()
+        yield World(
+            server,
+            {
+                "anonymous": None,
+                "user": server.user_token("alice"),
+                "admin": server.admin_token,
+                "revoked": revoked,
+                "expired": expired,
+                "blocked": blocked,
+            },
+        )
+
+
+def _ask(client: httpx.Client, route: Route) -> int:
+    if route.stream:
+        with client.stream(route.method, route.url) as response:
+            return response.status_code
+    return client.request(route.method, route.url, json=route.body).status_code
+
+
+@pytest.mark.parametrize("route", ROUTES, ids=lambda r: r.id)
+def test_route_answers_each_role(route: Route, tmp_path: Path) -> None:
+    for world in _world(tmp_path):
+        server = world.server
+        results = {}
+        # The admin last: its call may change what the others would see.
+        for role in ("anonymous", "user", "revoked", "expired", "blocked", "admin"):
+            results[role] = _ask(server.client(world.tokens[role]), route)
+        refused = 200 if route.expect["anonymous"] == 200 else 401
+        expected = {
+            **route.expect,
+            "revoked": refused,
+            "expired": refused,
+            "blocked": refused,
+        }
+        assert results == {role: expected[role] for role in results}
+
+
+def test_query_parameter_token_as_drone_clients_send_it(server: Harness) -> None:
+    response = server.client().get("/api/user", params={"access_token": server.admin_token})
+    assert response.status_code == 200
+    assert response.json()["login"] == "admin"
+    bad = server.client().get("/api/user", headers={"Authorization": "Basic abc"})
+    assert bad.status_code == 401
+
+
+def test_users_do_not_see_inactive_repositories(server: Harness) -> None:
+    server.local_repo("acme", "hidden")
+    server.admin.delete("/api/repos/acme/hidden").raise_for_status()
+    user = server.client(server.user_token("alice"))
+    assert user.get("/api/repos/acme/hidden").status_code == 404
+    assert user.get("/api/repos/acme/nonexistent").status_code == 404
+    assert [r["slug"] for r in user.get("/api/repos").json()] == []
+    assert server.client().get("/api/repos/acme/hidden").status_code == 401
+    assert [r["slug"] for r in server.admin.get("/api/repos").json()] == ["acme/hidden"]
+
+
+def test_only_admins_change_trusted(server: Harness) -> None:
+    server.local_repo()
+    user = server.client(server.user_token("alice"))
+    assert user.patch("/api/repos/acme/web", json={"trusted": True}).status_code == 403
+    assert server.admin.get("/api/repos/acme/web").json()["trusted"] is False
+    assert server.admin.patch("/api/repos/acme/web", json={"trusted": True}).json()["trusted"]
+
+
+def test_the_last_admin_cannot_lock_the_server_out(server: Harness) -> None:
+    response = server.admin.patch("/api/users/admin", json={"admin": False})
+    assert response.status_code == 409
+    assert server.admin.delete("/api/users/admin").status_code == 409
+    server.user_token("second", admin=True)
+    assert server.admin.patch("/api/users/admin", json={"active": False}).status_code == 200
+    assert server.admin.get("/api/user").status_code == 401  # blocked at once
+
+
+def test_request_bodies_are_checked_with_a_message_naming_the_field(server: Harness) -> None:
+    response = server.admin.post("/api/users", json={"login": "bob", "admn": True})
+    assert response.status_code == 400
+    assert response.json() == {"message": "body field admn: unknown field (check its spelling)"}
+    bad = server.admin.post("/api/repos", json={"owner": "../etc", "name": "x"})
+    assert bad.status_code == 400
+    assert "body field owner" in bad.json()["message"]
+    assert server.admin.get("/api/nope").json() == {"message": "Not Found"}
+
+
+def _auth_kinds(dependant: Dependant) -> set[str]:
+    kinds: set[str] = set()
+    for dep in dependant.dependencies:
+        kind = getattr(dep.call, "bastion_auth", None)
+        if kind:
+            kinds.add(str(kind))
+        kinds |= _auth_kinds(dep)
+    return kinds
+
+
+def _api_routes(routes: list[Any], prefix: str = "") -> Iterator[tuple[str, APIRoute]]:
+    """Every APIRoute with its full path, also inside included routers (recent FastAPI keeps
+    an included router as one node instead of copying its routes into the app)."""
+    for route in routes:
+        if isinstance(route, APIRoute):
+            yield prefix + route.path, route
+        inner = getattr(route, "original_router", None)
+        if inner is not None:
+            include = getattr(route, "include_context", None)
+            assert not getattr(include, "dependencies", None), "no router-wide dependencies"
+            yield from _api_routes(inner.routes, prefix + str(getattr(include, "prefix", "")))
+
+
+def test_every_route_declares_its_authorization(server: Harness) -> None:
+    declared = {(r.method, r.path) for r in ROUTES}
+    seen: set[tuple[str, str]] = set()
+    found = list(_api_routes(server.live.app.routes))
+    assert len(found) > 30
+    for path, route in found:
+        kinds = _auth_kinds(route.dependant)
+        for method in route.methods:
+            if path.startswith("/api"):
+                assert kinds & {"user", "admin", "repo:read", "repo:write", "repo:admin"}, (
+                    f"{method} {path} has no authorization dependency"
+                )
+                assert (method, path) in declared, f"{method} {path}: add it to ROUTES"
+                seen.add((method, path))
+            elif path.startswith("/rpc"):
+                assert "runner" in kinds, f"{method} {path} does not authenticate runners"
+            else:
+                assert path in {"/healthz", "/version", "/hook", "/hook/local"}, (
+                    f"{method} {path}: an unexpected route outside /api and /rpc"
+                )
+    assert seen == {(m, p) for m, p in declared if p.startswith("/api")}
