@@ -11,9 +11,11 @@ from rich.console import Console
 from rich.text import Text
 
 from bastion import __version__
+from bastion.cli.client_cmds import build_app, info_command, repo_app, user_app
 from bastion.cli.errors import CliError
 from bastion.cli.exec_cmd import ExecOptions, run_exec
 from bastion.cli.lint_cmd import OutputFormat, run_lint
+from bastion.cli.runner_cmd import runner_app, start_embedded_runner
 
 app = typer.Typer(
     name="bastion",
@@ -97,6 +99,52 @@ def lint_command(
 def version_command() -> None:
     """Print Bastion's version."""
     typer.echo(f"bastion {__version__}")
+
+
+# -- the server and its clients ------------------------------------------------------------
+
+app.command("info")(info_command)
+app.add_typer(repo_app, name="repo")
+app.add_typer(build_app, name="build")
+app.add_typer(user_app, name="user")
+app.add_typer(runner_app, name="runner")
+
+
+@app.command("server")
+def server_command(
+    host: Annotated[
+        str | None,
+        typer.Option(help="address to listen on [default: $BASTION_HOST or 127.0.0.1]"),
+    ] = None,
+    port: Annotated[
+        int | None, typer.Option(help="port to listen on [default: $BASTION_PORT or 8080]")
+    ] = None,
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(
+            help="where the database, logs and local repositories live [default: $BASTION_DATA_DIR]"
+        ),
+    ] = None,
+    dev: Annotated[
+        bool, typer.Option("--dev", help="generate strong secrets into the data directory")
+    ] = False,
+    with_runner: Annotated[
+        bool, typer.Option("--with-runner", help="also run a runner in this process")
+    ] = False,
+) -> None:
+    """Run the Bastion server (REST API, webhooks, runner channel)."""
+    # Imported here: the server's dependencies (FastAPI, SQLAlchemy) load only for this
+    # command, and `bastion exec` / the client commands start fast.
+    from bastion.cli.server_cmd import server_command as run_server  # noqa: PLC0415
+
+    run_server(
+        host=host,
+        port=port,
+        data_dir=data_dir,
+        dev=dev,
+        with_runner=with_runner,
+        start_runner=start_embedded_runner,
+    )
 
 
 def main() -> None:

@@ -76,12 +76,27 @@ def dump_line(value: dict[str, Any]) -> None:
     sys.stdout.flush()
 
 
+# Columns whose text is long and free-form: these wrap; every other column stays on one line.
+_WRAPPING = frozenset({"message", "note", "labels", "email", "value"})
+
+
 def table(title: str, columns: Sequence[str], rows: Iterable[Sequence[str | Text]]) -> Table:
     out = Table(title=title or None, title_justify="left", show_edge=False, pad_edge=False)
     for column in columns:
-        out.add_column(column, overflow="fold")
+        wraps = column in _WRAPPING
+        out.add_column(column, overflow="fold", no_wrap=not wraps, min_width=8 if wraps else None)
     for row in rows:
         out.add_row(*(cell if isinstance(cell, Text) else Text(cell) for cell in row))
+    return out
+
+
+def pairs(rows: Iterable[tuple[str, str | Text]]) -> Table:
+    """A two-column table of names and values, without a header."""
+    out = Table(show_header=False, show_edge=False, pad_edge=False, box=None)
+    out.add_column("name", style="bold", no_wrap=True)
+    out.add_column("value", overflow="fold")
+    for name, value in rows:
+        out.add_row(Text(name), value if isinstance(value, Text) else Text(value))
     return out
 
 
@@ -93,7 +108,14 @@ def when(unix: int) -> str:
     """A Unix time as local date and time; ``-`` for 0 (never)."""
     if not unix:
         return "-"
-    return datetime.fromtimestamp(unix).strftime("%Y-%m-%d %H:%M:%S")  # noqa: DTZ006 - local
+    return datetime.fromtimestamp(unix).strftime("%Y-%m-%d %H:%M:%S")  # local time, for people
+
+
+def when_short(unix: int) -> str:
+    """``11-25 23:31``: a Unix time in a list, where the year is rarely news."""
+    if not unix:
+        return "-"
+    return datetime.fromtimestamp(unix).strftime("%m-%d %H:%M")  # local time, for people
 
 
 def took(started: int, finished: int) -> str:

@@ -18,25 +18,24 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.text import Text
 
 from bastion.cli.errors import EXIT_FAILED, EXIT_INVALID, EXIT_UNAVAILABLE, CliError
 from bastion.cli.output import stderr
-from bastion.client import (
-    BastionClient,
-    ClientError,
-    ClientSettings,
-    ServerURLError,
-    UnreachableError,
-)
 
-ClientFactory = Callable[[ClientSettings], BastionClient]
+if TYPE_CHECKING:
+    # Loaded when a client command runs, not for `bastion exec` (httpx takes a while).
+    from bastion.client import BastionClient, ClientSettings
+
+ClientFactory = Callable[["ClientSettings"], "BastionClient"]
 
 
 def default_client(settings: ClientSettings) -> BastionClient:
+    from bastion.client import BastionClient  # noqa: PLC0415 - see TYPE_CHECKING
+
     return BastionClient(
         settings.server, settings.token, verify=settings.verify, insecure=settings.insecure
     )
@@ -75,6 +74,8 @@ CaCertOption = Annotated[
 def connect(
     server: str | None = None, insecure: bool = False, ca_cert: str | None = None
 ) -> Iterator[BastionClient]:
+    from bastion.client import ClientSettings  # noqa: PLC0415 - see TYPE_CHECKING
+
     settings = ClientSettings.load(server=server, insecure=insecure or None, ca_cert=ca_cert)
     client = client_factory(settings)
     try:
@@ -92,6 +93,8 @@ def fail(message: str, code: int) -> typer.Exit:
 @contextmanager
 def failures() -> Iterator[None]:
     """Turn the errors of a client command into a message and an exit code."""
+    from bastion.client import ClientError, ServerURLError, UnreachableError  # noqa: PLC0415
+
     try:
         yield
     except CliError as exc:

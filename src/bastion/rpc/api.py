@@ -212,6 +212,14 @@ class UserCreate(Request):
     machine: bool = False
 
 
+class UserPatch(Request):
+    """``PATCH /api/users/{login}`` (admins). Fields left out are not changed."""
+
+    email: str | None = None
+    admin: bool | None = None
+    active: bool | None = None
+
+
 class RunnerCreate(Request):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 

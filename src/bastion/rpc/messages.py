@@ -19,6 +19,12 @@ Flow of one stage::
 Log uploads are idempotent (the server keeps each (step, line number) once), so a runner
 that lost its connection retries everything it has not had acknowledged: no log line is
 lost when the server restarts mid-build.
+
+Status codes the runner acts on: 401 — the runner token is unknown or revoked (the runner
+stops asking for work); 403 / 404 / 409 / 410 on a stage call — this runner does not hold a
+live lease on that stage (it stops the stage at once and sends nothing more about it);
+408 / 429 / 5xx and connection errors — retried with backoff (the lease is kept alive by
+heartbeats meanwhile). Error bodies are ``{"message": ...}``.
 """
 
 from __future__ import annotations
@@ -63,6 +69,10 @@ class RunnerPoll(Message):
     capacity: int = Field(default=1, ge=1)  # stages it can start now
     version: str = ""
     protocol: int = PROTOCOL_VERSION
+    # How long the server may hold the request open when there is no work (long-poll). The
+    # runner keeps it short so that it stops within seconds on SIGTERM; its HTTP read
+    # timeout is longer than this, so a lease is never handed to a request it gave up on.
+    wait: float = Field(default=30.0, ge=0, le=120)
 
 
 class Lease(Message):

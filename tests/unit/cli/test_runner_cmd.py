@@ -142,3 +142,9 @@ def test_subcommands_do_not_start_the_daemon(
     assert result.exit_code == 2  # no server for the client: the client's message
     assert "BASTION_SERVER" in result.stderr
     assert started == []
+
+
+def test_the_help_lists_every_backend() -> None:
+    from bastion.backends import BACKEND_NAMES
+
+    assert runner_cmd._BACKENDS == BACKEND_NAMES
