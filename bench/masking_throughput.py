@@ -3,7 +3,9 @@
 Generates a build log in memory (compiler, package manager, test runner, docker build and
 git lines, ANSI colours, hashes, URLs) with a sprinkling of secret occurrences in the forms
 the masker knows: raw, base64, base64 of ``"user:" + secret`` as ``echo -n | base64`` prints
-it, URL-encoded in a query string, JSON-escaped, hex, and the lines of multi-line keys.
+it, URL-encoded in a query string, JSON-escaped, hex, and the lines of multi-line keys; and
+base64 of a credentials line wrapped at 76 columns (``base64``) and at 64 (``openssl
+base64``), where the encoded secret runs across the line end.
 
 Then it measures, best of ``--repeat`` runs, each over the same 64 KiB chunks:
 
@@ -19,7 +21,9 @@ Then it measures, best of ``--repeat`` runs, each over the same 64 KiB chunks:
   text once per form, so it is measured on the first ``--naive-mb`` MB only (throughput in
   MB/s does not depend on the length).
 
-It checks that no secret value survives in the masked output, prints MB/s (1 MB = 10^6
+It checks that no secret value survives in the masked output (nor the part of a wrapped
+encoding that encodes only the secret, searched for with the line breaks removed), prints
+MB/s (1 MB = 10^6
 characters; the log is ASCII apart from a few secrets, so characters ~ bytes), the ratios,
 and whether the target is met. Run: ``.venv/bin/python bench/masking_throughput.py
 --size-mb 100 --secrets 50`` (and ``--secrets 200``; ``--content dump`` for the worst case).
@@ -119,8 +123,21 @@ def _make_secrets(rng: random.Random, count: int) -> list[str]:
     return secrets
 
 
-def _secret_line(rng: random.Random, secret: str) -> str:
-    kind = rng.randint(0, 6)
+def _wrapped(rng: random.Random, secret: str, cores: list[str]) -> str:
+    """``printf 'machine ... password %s' "$SECRET" | base64``, wrapped at 76 or 64 columns;
+    adds to ``cores`` the characters of the encoding that depend on the secret only."""
+    head = b"machine git.example.org login ci password "
+    raw = secret.encode()
+    encoded = base64.b64encode(head + raw + b"\n").decode()
+    cores.append(encoded[-(-8 * len(head) // 6) : 8 * (len(head) + len(raw)) // 6])
+    width = rng.choice((76, 64))
+    return "\n".join(encoded[start : start + width] for start in range(0, len(encoded), width))
+
+
+def _secret_line(rng: random.Random, secret: str, cores: list[str]) -> str:
+    kind = rng.randint(0, 7)
+    if kind == 7 and "\n" not in secret.strip():
+        return _wrapped(rng, secret, cores)  # two to four lines
     if kind == 0:
         lines = secret.strip().splitlines()
         return f"export TOKEN={secret}" if len(lines) == 1 else rng.choice(lines)
@@ -144,8 +161,16 @@ def _dump_line(rng: random.Random) -> str:
     return f"sha256:{rng.randbytes(32).hex()}  layer.tar"
 
 
-def make_log(size_mb: float, secrets: list[str], content: str = "build", seed: int = 2) -> str:
+def make_log(
+    size_mb: float,
+    secrets: list[str],
+    content: str = "build",
+    seed: int = 2,
+    cores: list[str] | None = None,
+) -> str:
+    """The log; ``cores`` receives what must not survive of the wrapped encodings."""
     rng = random.Random(seed)
+    cores = [] if cores is None else cores
     # A pool of distinct lines sampled with replacement keeps generation fast.
     make_line = _dump_line if content == "dump" else _log_line
     pool = [make_line(rng) for _ in range(20_000)]
@@ -154,7 +179,7 @@ def make_log(size_mb: float, secrets: list[str], content: str = "build", seed: i
     length = 0
     while length < target:
         batch = rng.choices(pool, k=SECRET_EVERY_LINES - 1)
-        batch.append(_secret_line(rng, rng.choice(secrets)))
+        batch.append(_secret_line(rng, rng.choice(secrets), cores))
         lines.extend(batch)
         length += sum(len(line) + 1 for line in batch)
     return "\n".join(lines) + "\n"
@@ -204,6 +229,14 @@ def run_naive(forms: list[str], text: str) -> int:
     return changed
 
 
+def _count_left(cores: list[str], text: str) -> int:
+    """How many of ``cores`` occur in ``text``."""
+    if not cores:
+        return 0
+    automaton = whole_form_automaton(cores)
+    return len({text[end - length + 1 : end + 1] for end, length in automaton.iter(text)})
+
+
 def best_of(repeat: int, action: Callable[[], object]) -> float:
     best = float("inf")
     for _ in range(repeat):
@@ -234,7 +267,8 @@ def main() -> None:
     masker = SecretMasker(secrets)
     build_seconds = time.perf_counter() - began
     forms = sorted(set().union(*(secret_forms(secret) for secret in secrets)))
-    text = make_log(args.size_mb, secrets, args.content)
+    cores: list[str] = []
+    text = make_log(args.size_mb, secrets, args.content, cores=cores)
     megabytes = len(text) / 1e6
     naive_text = text[: int(args.naive_mb * 1_000_000)]
 
@@ -245,6 +279,7 @@ def main() -> None:
         for line in secret.splitlines()
         if len(line.strip()) >= MIN_SECRET_LENGTH and line.strip() in masked
     ]
+    wrapped_left = _count_left(sorted(set(cores)), masked.replace("\n", ""))
     masker_s = best_of(args.repeat, lambda: run_masker(masker, text))
     automaton = whole_form_automaton(forms)
     whole_s = best_of(args.repeat, lambda: run_whole_form(automaton, text))
@@ -275,9 +310,11 @@ def main() -> None:
         f"masker/naive = {masker_mb_s / naive_mb_s:.1f}x  (on {len(naive_text) / 1e6:.0f} MB)"
     )
     print(
-        f"replacements: {masked.count('********')}; secret lines left in the output: {len(leaked)}"
+        f"replacements: {masked.count('********')}; secret lines left in the output: "
+        f"{len(leaked)}; wrapped encodings: {len(cores)}, left in the output: {wrapped_left}"
     )
-    verdict = "met" if masker_mb_s >= TARGET_MB_S and not leaked else "NOT met"
+    safe = not leaked and not wrapped_left
+    verdict = "met" if masker_mb_s >= TARGET_MB_S and safe else "NOT met"
     print(f"target >= {TARGET_MB_S:.0f} MB/s with no secret left: {verdict}")
 
 
