@@ -110,7 +110,7 @@ fi
 secret_file="$(mktemp)"
 work="$(mktemp -d)"
 trap 'rm -rf "$secret_file" "$work"' EXIT
-sed -n 's/^greeter_token=//p' "$EXAMPLE/demo.secrets" >"$secret_file"
+sed -n 's/^greeter_token=//p' "$EXAMPLE/demo.secrets" | tr -d '\n' >"$secret_file"
 "$BASTION" secret add --repository "$SLUG" --name greeter_token --data-file "$secret_file" \
   >/dev/null
 say "stored the secret greeter_token (encrypted; only the publish step receives it)"

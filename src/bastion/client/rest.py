@@ -40,6 +40,8 @@ from bastion.rpc.api import (
     RunnerCreate,
     RunnerCreated,
     RunnerOut,
+    SecretCreate,
+    SecretOut,
     TokenCreated,
     UserCreate,
     UserOut,
@@ -200,6 +202,27 @@ class BastionClient:
 
     def repos_disable(self, owner: str, name: str) -> None:
         self._request("DELETE", self._repo(owner, name))
+
+    # -- repository secrets (admins) -----------------------------------------------------------
+    # Values go to the server and never come back: SecretOut has no field for one.
+
+    def _secrets(self, owner: str, name: str) -> str:
+        return f"{self._repo(owner, name)}/secrets"
+
+    def secrets_list(self, owner: str, name: str) -> list[SecretOut]:
+        return self._parse_list(self._request("GET", self._secrets(owner, name)), SecretOut)
+
+    def secret_add(self, owner: str, name: str, secret: SecretCreate) -> SecretOut:
+        """Create or replace a secret of the repository."""
+        response = self._request("POST", self._secrets(owner, name), json=secret.wire())
+        return self._parse(response, SecretOut)
+
+    def secret_info(self, owner: str, name: str, secret: str) -> SecretOut:
+        path = f"{self._secrets(owner, name)}/{segment(secret)}"
+        return self._parse(self._request("GET", path), SecretOut)
+
+    def secret_rm(self, owner: str, name: str, secret: str) -> None:
+        self._request("DELETE", f"{self._secrets(owner, name)}/{segment(secret)}")
 
     # -- builds --------------------------------------------------------------------------------
 

@@ -7,7 +7,9 @@ forbid unknown fields so that a typo is a 400 with a message, not a silent no-op
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 
 class Response(BaseModel):
@@ -222,6 +224,45 @@ class UserPatch(Request):
 
 class RunnerCreate(Request):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+
+
+# A secret's name is used as an environment variable's (Drone's rule, plus . and -).
+SECRET_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.-]*$"  # noqa: S105 - a pattern, not a password
+SECRET_NAME_MAX = 255
+SECRET_DATA_MAX = 64 * 1024  # characters: room for a PEM key or a Docker config.json
+
+
+class SecretCreate(Request):
+    """``POST /api/repos/{owner}/{name}/secrets`` (admins): create or replace a secret.
+
+    ``data`` is a ``SecretStr``: it never shows in a ``repr``, a log line or a validation
+    error (``hide_input_in_errors``), and ``model_dump`` gives ``**********`` — send
+    :meth:`wire` instead. Values whose text without surrounding whitespace is shorter than
+    the masker's minimum (4) are refused by the server: they could not be masked in logs.
+    ``pull_request``: pull_request builds may receive it too (never a fork's)."""
+
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
+
+    name: str = Field(min_length=1, max_length=SECRET_NAME_MAX, pattern=SECRET_NAME_PATTERN)
+    data: SecretStr = Field(max_length=SECRET_DATA_MAX)
+    pull_request: bool = False
+
+    def wire(self) -> dict[str, Any]:
+        """The JSON body to send, with the value in clear (for the HTTP request only)."""
+        return {
+            "name": self.name,
+            "data": self.data.get_secret_value(),
+            "pull_request": self.pull_request,
+        }
+
+
+class SecretOut(Response):
+    """A repository secret as the API shows it: never its value (there is no field for it)."""
+
+    name: str
+    pull_request: bool = False
+    created: int = 0
+    updated: int = 0
 
 
 class ErrorOut(Response):

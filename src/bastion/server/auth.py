@@ -17,12 +17,14 @@ have read, write and admin on every repository. Other users have **read** on eve
 repository and nothing else: they cannot change repository settings, start, restart or
 cancel builds. An inactive repository does not exist for them (404, not 403, so its name is
 not confirmed). ``trusted`` is changed by system admins only, whatever the repository rule
-grants.
+grants, and so are a repository's secrets (:func:`require_admin_repo`; listing them too:
+their names and flags are for administrators).
 
 **Deny by default.** Every route under ``/api`` declares one of :func:`require_user`,
-:func:`require_admin` or :func:`require_repo` as a dependency; a test walks the routes and
-fails on one without. The dependencies carry the attribute ``bastion_auth`` for that test.
-Runner endpoints (``/rpc``) use ``bastion.server.rpc.auth``; webhooks verify signatures.
+:func:`require_admin`, :func:`require_repo` or :func:`require_admin_repo` as a dependency; a
+test walks the routes and fails on one without. The dependencies carry the attribute
+``bastion_auth`` for that test. Runner endpoints (``/rpc``) use ``bastion.server.rpc.auth``;
+webhooks verify signatures.
 """
 
 from __future__ import annotations
@@ -169,8 +171,23 @@ def require_repo(scope: Scope) -> Callable[..., RepoAccess]:
     return dependency
 
 
+@_mark("admin")
+def require_admin_repo(owner: str, name: str, request: Request, ctx: CtxDep) -> RepoAccess:
+    """A dependency: a system administrator (admin-scoped token) and the repository of the
+    path, for what only administrators may do on a repository whatever the repository rule
+    grants — its secrets, for now. Anyone else gets 401 / 403 before any lookup (no name is
+    confirmed); an administrator asking for a repository that does not exist, 404."""
+    principal = require_admin(request, ctx)
+    repo = ctx.store.get_repo(owner, name)
+    if repo is None:
+        raise NotFound(f"repository {owner}/{name} not found")
+    check_repo_access(principal, repo, Scope.ADMIN)
+    return RepoAccess(principal, repo)
+
+
 UserDep = Annotated[Principal, Depends(require_user)]
 AdminDep = Annotated[Principal, Depends(require_admin)]
 RepoRead = Annotated[RepoAccess, Depends(require_repo(Scope.READ))]
 RepoWrite = Annotated[RepoAccess, Depends(require_repo(Scope.WRITE))]
 RepoAdmin = Annotated[RepoAccess, Depends(require_repo(Scope.ADMIN))]
+AdminRepo = Annotated[RepoAccess, Depends(require_admin_repo)]

@@ -8,13 +8,25 @@ from typing import Any
 from bastion.store.models import (
     BuildRow,
     RepoRow,
+    RepoSecretRow,
     RunnerRow,
     StageRow,
     StepRow,
     TokenRow,
     UserRow,
 )
-from bastion.store.types import Build, Repo, Runner, Scope, Stage, Status, Step, Token, User
+from bastion.store.types import (
+    Build,
+    Repo,
+    RepoSecret,
+    Runner,
+    Scope,
+    Stage,
+    Status,
+    Step,
+    Token,
+    User,
+)
 
 
 def _str_dict(value: Mapping[str, Any] | None) -> dict[str, str]:
@@ -70,6 +82,17 @@ def repo(row: RepoRow) -> Repo:
         ignore_pulls=row.ignore_pulls,
         auto_cancel_pulls=row.auto_cancel_pulls,
         auto_cancel_pushes=row.auto_cancel_pushes,
+        created=row.created,
+        updated=row.updated,
+    )
+
+
+def repo_secret(row: RepoSecretRow) -> RepoSecret:
+    return RepoSecret(
+        id=row.id,
+        repo_id=row.repo_id,
+        name=row.name,
+        pull_request=row.pull_request,
         created=row.created,
         updated=row.updated,
     )

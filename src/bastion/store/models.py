@@ -32,6 +32,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
     text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -146,8 +147,12 @@ class RepoSecretRow(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     repo_id: Mapped[int] = mapped_column(ForeignKey("repos.id", ondelete="CASCADE"))
     name: Mapped[str] = mapped_column(String(NAME))
-    # AES-256-GCM ciphertext; the AAD "repo:<repo_id>:<name>" binds it to this row's owner.
+    # AES-256-GCM ciphertext; the AAD binds it to this row's owner, name and pull_request
+    # flag ("repo:<repo_id>:<name>", or "repo-pr:<repo_id>:<name>" when the flag is set), so
+    # a flag flipped in the database makes the value undecryptable instead of reachable.
     value: Mapped[bytes]
+    # Whether pull_request builds (never forks') may receive it (migration 0002).
+    pull_request: Mapped[bool] = mapped_column(default=False, server_default=false())
     created: Mapped[int] = _time()
     updated: Mapped[int] = _time()
 

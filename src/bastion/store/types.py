@@ -1,5 +1,6 @@
-"""Plain dataclasses the store returns: users, tokens, repositories, builds, stages, steps,
-runners. Nothing outside ``bastion.store`` ever sees a SQLAlchemy object.
+"""Plain dataclasses the store returns: users, tokens, repositories (and what is known of
+their secrets besides the values), builds, stages, steps, runners. Nothing outside
+``bastion.store`` ever sees a SQLAlchemy object.
 
 Times are Unix seconds (integers), as in Drone's API. Secret material is never a field of
 these types: token hashes, lease ids and encrypted webhook secrets stay inside the store
@@ -99,6 +100,19 @@ class Repo:
     @property
     def slug(self) -> str:
         return f"{self.owner}/{self.name}"
+
+
+@dataclass(frozen=True)
+class RepoSecret:
+    """What is known about a repository secret apart from its value (which the store hands
+    out only through ``get_repo_secret`` / ``get_repo_secrets``)."""
+
+    id: int
+    repo_id: int
+    name: str
+    pull_request: bool  # pull_request builds (never forks') may receive it
+    created: int
+    updated: int
 
 
 @dataclass(frozen=True)

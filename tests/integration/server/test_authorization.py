@@ -59,6 +59,26 @@ ROUTES = [
     Route("POST", "/api/repos/{owner}/{name}", "/api/repos/acme/web", ADMIN),
     Route("DELETE", "/api/repos/{owner}/{name}", "/api/repos/acme/web", ADMIN),
     Route("PATCH", "/api/repos/{owner}/{name}", "/api/repos/acme/web", ADMIN, body={"timeout": 30}),
+    Route("GET", "/api/repos/{owner}/{name}/secrets", "/api/repos/acme/web/secrets", ADMIN),
+    Route(
+        "POST",
+        "/api/repos/{owner}/{name}/secrets",
+        "/api/repos/acme/web/secrets",
+        ADMIN,
+        body={"name": "fresh", "data": "fresh-value-1234"},
+    ),
+    Route(
+        "GET",
+        "/api/repos/{owner}/{name}/secrets/{secret}",
+        "/api/repos/acme/web/secrets/token",
+        ADMIN,
+    ),
+    Route(
+        "DELETE",
+        "/api/repos/{owner}/{name}/secrets/{secret}",
+        "/api/repos/acme/web/secrets/token",
+        {**ADMIN, "admin": 204},
+    ),
     Route("GET", "/api/repos/{owner}/{name}/builds", "/api/repos/acme/web/builds", USER),
     Route("POST", "/api/repos/{owner}/{name}/builds", "/api/repos/acme/web/builds", ADMIN),
     Route(
@@ -116,6 +136,7 @@ def _world(tmp_path: Path) -> Iterator[World]:
         runner.logs(lease, 1, [(0, "hello")])
         server.user_token("spare")
         store = server.ctx.store
+        store.set_repo_secret(store_repo_id(server), "token", "world-token-value")
         revoked_user = store.create_user("revoked")
         revoked = new_token("api")
         token = store.create_token(revoked_user.id, "t", hash_token(revoked), ALL_SCOPES)
@@ -135,6 +156,13 @@ def _world(tmp_path: Path) -> Iterator[World]:
                 "blocked": blocked,
             },
         )
+
+
+def store_repo_id(server: Harness, slug: str = "acme/web") -> int:
+    owner, name = slug.split("/")
+    repo = server.ctx.store.get_repo(owner, name)
+    assert repo is not None
+    return repo.id
 
 
 def _ask(client: httpx.Client, route: Route) -> int:

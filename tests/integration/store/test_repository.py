@@ -17,12 +17,13 @@ import sqlalchemy as sa
 from tests.integration.store.conftest import SECRET_KEY
 from tests.integration.store.helpers import FakeClock
 
-from bastion.crypto import hash_token, new_token
+from bastion.crypto import SecretBox, hash_token, new_token
 from bastion.store import Conflict, NotFound, Store, StoreError
 from bastion.store.engine import create_engine
 from bastion.store.types import NewBuild, NewStage, Repo, Scope, Stage, Status
 
 T = TypeVar("T")
+HEAD = "0002"
 LEASE = hash_token("lease-1")
 OTHER_LEASE = hash_token("lease-2")
 
@@ -80,9 +81,9 @@ def test_migrate_from_empty_and_twice(db_url: str) -> None:
     with Store(db_url, secret_key=SECRET_KEY) as store:
         assert store.schema_revision() is None
         store.migrate()
-        assert store.schema_revision() == "0001"
+        assert store.schema_revision() == HEAD
         store.migrate()  # a second start finds nothing to do
-        assert store.schema_revision() == "0001"
+        assert store.schema_revision() == HEAD
         assert store.ping()
     engine = create_engine(db_url)
     try:
@@ -156,7 +157,7 @@ def test_concurrent_migrate_on_one_database(db_url: str) -> None:
 
         race(4, migrate)
         assert errors == []
-        assert stores[0].schema_revision() == "0001"
+        assert stores[0].schema_revision() == HEAD
     finally:
         for s in stores:
             s.close()
@@ -176,7 +177,7 @@ def test_concurrent_migrate_from_several_processes(db_url: str) -> None:
         _, stderr = proc.communicate(timeout=120)
         assert proc.returncode == 0, stderr
     with Store(db_url, secret_key=SECRET_KEY) as store:
-        assert store.schema_revision() == "0001"
+        assert store.schema_revision() == HEAD
         store.create_user("bob")
 
 
@@ -455,6 +456,110 @@ def test_repo_secrets(store: Store, repo: Repo) -> None:
         store.set_repo_secret(9999, "x", "y")
     with pytest.raises(ValueError, match="secret name"):
         store.set_repo_secret(repo.id, "", "y")
+
+
+def test_repo_secret_pull_request_flag_and_metadata(
+    store: Store, repo: Repo, clock: FakeClock
+) -> None:
+    created = store.set_repo_secret(repo.id, "token", "push-only-value")
+    assert (created.name, created.repo_id, created.pull_request) == ("token", repo.id, False)
+    assert created.created == created.updated == int(clock())
+    clock.advance(60)
+    shared = store.set_repo_secret(repo.id, "npm", "shared-with-prs", pull_request=True)
+    assert shared.pull_request
+    assert store.describe_repo_secrets(repo.id) == [shared, created]
+    assert store.describe_repo_secret(repo.id, "token") == created
+    assert store.describe_repo_secret(repo.id, "missing") is None
+    assert store.get_repo_secret(repo.id, "npm") == "shared-with-prs"
+    assert store.get_repo_secrets(repo.id, pull_request_only=True) == {"npm": "shared-with-prs"}
+    assert store.get_repo_secrets(repo.id, ["token"], pull_request_only=True) == {}
+    # Replacing changes the value and the flag, keeps the creation time.
+    clock.advance(60)
+    replaced = store.set_repo_secret(repo.id, "token", "now-for-prs-too", pull_request=True)
+    assert (replaced.id, replaced.created, replaced.pull_request) == (
+        created.id,
+        created.created,
+        True,
+    )
+    assert replaced.updated == int(clock())
+    assert store.get_repo_secrets(repo.id, pull_request_only=True) == {
+        "npm": "shared-with-prs",
+        "token": "now-for-prs-too",
+    }
+    store.set_repo_secret(repo.id, "npm", "no-longer-for-prs")
+    assert store.get_repo_secrets(repo.id, pull_request_only=True) == {"token": "now-for-prs-too"}
+    assert store.get_repo_secret(repo.id, "npm") == "no-longer-for-prs"
+
+
+def test_a_pull_request_flag_flipped_in_the_database_does_not_decrypt(
+    store: Store, repo: Repo, db_url: str
+) -> None:
+    """Someone who can write to the database sets the flag of a push-only secret to hand it
+    to pull requests: the ciphertext is bound to the flag, so nobody gets it."""
+    store.set_repo_secret(repo.id, "deploy_key", "push-only-deploy-key")
+    store.set_repo_secret(repo.id, "npm", "shared-with-prs", pull_request=True)
+    engine = create_engine(db_url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(
+                sa.text(
+                    "UPDATE repo_secrets SET pull_request = NOT pull_request WHERE repo_id = :r"
+                ),
+                {"r": repo.id},
+            )
+    finally:
+        engine.dispose()
+    for name in ("deploy_key", "npm"):
+        with pytest.raises(StoreError, match="cannot be decrypted") as info:
+            store.get_repo_secret(repo.id, name)
+        assert "push-only-deploy-key" not in str(info.value)
+    with pytest.raises(StoreError, match="cannot be decrypted"):
+        store.get_repo_secrets(repo.id, pull_request_only=True)
+
+
+def test_migration_0002_keeps_existing_secrets(db_url: str) -> None:
+    """A database at 0001 with secrets: after the upgrade they decrypt as before and are
+    not for pull requests; a downgrade drops only what 0001 could not read."""
+    from alembic import command
+
+    from bastion.store.migrate import alembic_config
+
+    engine = create_engine(db_url)
+    try:
+        with engine.begin() as conn:
+            command.upgrade(alembic_config(conn), "0001")
+    finally:
+        engine.dispose()
+    with Store(db_url, secret_key=SECRET_KEY) as store:
+        assert store.schema_revision() == "0001"
+        repo = store.create_repo("acme", "web")
+        blob = SecretBox(SECRET_KEY).encrypt(b"written-by-0001", f"repo:{repo.id}:token".encode())
+        engine = create_engine(db_url)
+        try:
+            with engine.begin() as conn:
+                conn.execute(
+                    sa.text(
+                        "INSERT INTO repo_secrets (repo_id, name, value, created, updated) "
+                        "VALUES (:r, 'token', :v, 1, 1)"
+                    ),
+                    {"r": repo.id, "v": blob},
+                )
+        finally:
+            engine.dispose()
+        store.migrate()
+        assert store.schema_revision() == HEAD
+        assert store.get_repo_secret(repo.id, "token") == "written-by-0001"
+        [meta] = store.describe_repo_secrets(repo.id)
+        assert not meta.pull_request
+        store.set_repo_secret(repo.id, "npm", "for-pull-requests", pull_request=True)
+    engine = create_engine(db_url)
+    try:
+        with engine.begin() as conn:
+            command.downgrade(alembic_config(conn), "0001")
+            names = [r[0] for r in conn.execute(sa.text("SELECT name FROM repo_secrets"))]
+    finally:
+        engine.dispose()
+    assert names == ["token"]
 
 
 def test_secrets_are_encrypted_at_rest(

@@ -6,6 +6,7 @@ message for a refusal, 3 when the server cannot be reached; never a traceback.""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import httpx
 import pytest
@@ -37,8 +38,8 @@ def api(monkeypatch: pytest.MonkeyPatch) -> FakeApi:
     return api
 
 
-def run(*args: str) -> Result:
-    result = CliRunner().invoke(app, list(args))
+def run(*args: str, stdin: str | None = None) -> Result:
+    result = CliRunner().invoke(app, list(args), input=stdin)
     assert "Traceback" not in result.output
     assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
     return result
@@ -326,3 +327,114 @@ def test_runners(api: FakeApi) -> None:
     missing = run("runner", "rm", "nope")
     assert missing.exit_code == 1
     assert "no runner nope" in missing.stderr
+
+
+# -- secrets -------------------------------------------------------------------------------------
+
+VALUE = "s3cr3t-Qz7Wv3Kp9Xr2"
+REPO = ("--repository", "acme/web")
+
+
+def sent_values(api: FakeApi) -> list[tuple[str, bool]]:
+    return [(b["data"], b["pull_request"]) for m, _p, _q, b in api.requests if m == "POST"]
+
+
+def test_secret_add_from_a_file_stdin_an_at_file_and_the_command_line(
+    api: FakeApi, tmp_path: Path
+) -> None:
+    path = tmp_path / "value.txt"
+    path.write_text(VALUE + "\n")
+    results = [
+        run("secret", "add", *REPO, "--name", "file", "--data-file", str(path)),
+        run("secret", "add", *REPO, "--name", "stdin", "--data", "-", stdin=VALUE),
+        run("secret", "add", *REPO, "--name", "at", "--data", f"@{path}", "--allow-pull-request"),
+        run("secret", "add", *REPO, "--name", "arg", "--data", VALUE),
+    ]
+    for result in results:
+        assert result.exit_code == 0, result.output
+        assert VALUE not in result.output
+    assert "saved secret file of acme/web (not for pull requests)" in results[0].stdout
+    assert "(pull requests too)" in results[2].stdout
+    # Verbatim, a file's final newline included.
+    assert sent_values(api) == [
+        (VALUE + "\n", False),
+        (VALUE, False),
+        (VALUE + "\n", True),
+        (VALUE, False),
+    ]
+    saved = json.loads(
+        run("secret", "add", *REPO, "--name", "j", "--data", VALUE, "--format", "json").stdout
+    )
+    assert saved == {"name": "j", "pull_request": False, "created": 100, "updated": 100}
+
+
+def test_secret_ls_info_rm_never_print_a_value(api: FakeApi) -> None:
+    assert run("secret", "add", *REPO, "--name", "token", "--data", VALUE).exit_code == 0
+    outputs = [
+        run("secret", "ls", *REPO),
+        run("secret", "ls", *REPO, "--format", "json"),
+        run("secret", "info", *REPO, "--name", "token"),
+        run("secret", "info", *REPO, "--name", "token", "--format", "json"),
+    ]
+    assert all(r.exit_code == 0 for r in outputs)
+    assert all(VALUE not in r.output for r in outputs)
+    assert "token" in outputs[0].stdout
+    assert "pull requests" in outputs[0].stdout
+    assert json.loads(outputs[1].stdout) == [
+        {"name": "token", "pull_request": False, "created": 100, "updated": 100}
+    ]
+    assert "no (never forks')" in outputs[2].stdout
+    removed = run("secret", "rm", *REPO, "--name", "token")
+    assert removed.exit_code == 0
+    assert "deleted secret token of acme/web" in removed.stdout
+    missing = run("secret", "info", *REPO, "--name", "token")
+    assert missing.exit_code == 1
+    assert "404: repository acme/web has no secret 'token'" in missing.stderr
+    assert json.loads(run("secret", "ls", *REPO, "--format", "json").stdout) == []
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (("secret", "ls"), "--repository"),
+        (("secret", "ls", "--repository", "acme"), "OWNER/NAME"),
+        (("secret", "info", *REPO), "--name"),
+        (("secret", "info", *REPO, "--name", "1abc"), "--name"),
+        (("secret", "rm", *REPO, "--name", "a b"), "--name"),
+        (("secret", "add", *REPO, "--name", "token"), "--data-file FILE, --data - (stdin)"),
+        (("secret", "add", *REPO, "--name", "$(id)", "--data", VALUE), "--name"),
+        (("secret", "add", *REPO, "--name", "pin", "--data", "zq9"), "cannot be masked"),
+        (("secret", "add", *REPO, "--name", "pin", "--data", "  zq \n"), "cannot be masked"),
+        (("secret", "add", *REPO, "--name", "t", "--data", "@/nonexistent/x"), "cannot be read"),
+        (("secret", "add", *REPO, "--name", "t", "--data-file", "/nonexistent"), "cannot be read"),
+    ],
+)
+def test_secret_invalid_arguments_exit_2_before_any_request(
+    api: FakeApi, args: tuple[str, ...], needle: str
+) -> None:
+    result = run(*args)
+    assert result.exit_code == 2
+    assert needle in result.output
+    assert "zq9" not in result.output
+    assert api.requests == []
+
+
+def test_secret_data_and_data_file_together(api: FakeApi, tmp_path: Path) -> None:
+    path = tmp_path / "v"
+    path.write_text(VALUE)
+    result = run("secret", "add", *REPO, "--name", "t", "--data", VALUE, "--data-file", str(path))
+    assert result.exit_code == 2
+    assert "not both" in result.stderr
+    assert VALUE not in result.output
+    binary = tmp_path / "bin"
+    binary.write_bytes(b"\xff\xfe\x00secret")
+    result = run("secret", "add", *REPO, "--name", "t", "--data-file", str(binary))
+    assert result.exit_code == 2
+    assert "not UTF-8" in result.stderr
+    assert api.requests == []
+
+
+def test_secret_help_recommends_a_file_or_stdin() -> None:
+    text = CliRunner().invoke(app, ["secret", "add", "--help"], env={"COLUMNS": "200"}).output
+    assert "--data-file" in text
+    assert "shows in `ps`" in text

@@ -23,6 +23,7 @@ from bastion.rpc.api import (
     RepoOut,
     RunnerCreated,
     RunnerOut,
+    SecretOut,
     StageOut,
     StepOut,
     TokenCreated,
@@ -112,6 +113,8 @@ class FakeApi:
     logs: dict[tuple[str, int, int, int], list[LogLineOut]] = field(default_factory=dict)
     streams: dict[tuple[str, int, int, int], bytes] = field(default_factory=dict)
     runners: dict[str, RunnerOut] = field(default_factory=dict)
+    # (repository slug, secret name) -> (what the API shows, the value it keeps)
+    secrets: dict[tuple[str, str], tuple[SecretOut, str]] = field(default_factory=dict)
     requests: list[tuple[str, str, dict[str, str], Any]] = field(default_factory=list)
     # Called before a stream is answered (tests move a build forward while "it runs").
     on_stream: Callable[[str, int, int, int], None] | None = None
@@ -136,6 +139,10 @@ class FakeApi:
             ("PATCH", repo, self._repos_update),
             ("POST", repo, self._repos_enable),
             ("DELETE", repo, self._repos_disable),
+            ("GET", repo + r"/secrets", self._secrets_list),
+            ("POST", repo + r"/secrets", self._secrets_add),
+            ("GET", repo + r"/secrets/(?P<secret>[^/]+)", self._secrets_get),
+            ("DELETE", repo + r"/secrets/(?P<secret>[^/]+)", self._secrets_rm),
             ("GET", repo + r"/builds", self._builds_list),
             ("POST", repo + r"/builds", self._builds_create),
             ("GET", repo + r"/builds/latest", self._builds_latest),
@@ -279,6 +286,53 @@ class FakeApi:
             return found
         self.repos[found.slug] = found.model_copy(update={"active": False})
         return _json(self.repos[found.slug])
+
+    def _secrets_list(self, request: httpx.Request, m: re.Match[str]) -> httpx.Response:
+        found = self._find_repo(m)
+        if isinstance(found, httpx.Response):
+            return found
+        mine = sorted(
+            (n, out) for (slug, n), (out, _v) in self.secrets.items() if slug == found.slug
+        )
+        return _json([out for _n, out in mine])
+
+    def _secrets_add(self, request: httpx.Request, m: re.Match[str]) -> httpx.Response:
+        found = self._find_repo(m)
+        if isinstance(found, httpx.Response):
+            return found
+        body = json.loads(request.content)
+        if len(body["data"].strip()) < 4:
+            return _error(
+                400, "body field data: secrets shorter than 4 characters cannot be masked"
+            )
+        out = SecretOut(
+            name=body["name"],
+            pull_request=body.get("pull_request", False),
+            created=100,
+            updated=100,
+        )
+        self.secrets[(found.slug, out.name)] = (out, body["data"])
+        return _json(out)
+
+    def _find_secret(self, m: re.Match[str]) -> tuple[str, SecretOut] | httpx.Response:
+        found = self._find_repo(m)
+        if isinstance(found, httpx.Response):
+            return found
+        entry = self.secrets.get((found.slug, m["secret"]))
+        if entry is None:
+            return _error(404, f"repository {found.slug} has no secret {m['secret']!r}")
+        return found.slug, entry[0]
+
+    def _secrets_get(self, request: httpx.Request, m: re.Match[str]) -> httpx.Response:
+        found = self._find_secret(m)
+        return found if isinstance(found, httpx.Response) else _json(found[1])
+
+    def _secrets_rm(self, request: httpx.Request, m: re.Match[str]) -> httpx.Response:
+        found = self._find_secret(m)
+        if isinstance(found, httpx.Response):
+            return found
+        del self.secrets[(found[0], found[1].name)]
+        return httpx.Response(204)
 
     def _builds_of(self, slug: str) -> list[BuildOut]:
         return sorted(

@@ -14,7 +14,15 @@ from bastion.client import (
     UnauthorizedError,
     UnreachableError,
 )
-from bastion.rpc.api import LogLineOut, RepoCreate, RepoPatch, UserCreate, UserPatch
+from bastion.rpc.api import (
+    LogLineOut,
+    RepoCreate,
+    RepoPatch,
+    SecretCreate,
+    SecretOut,
+    UserCreate,
+    UserPatch,
+)
 
 
 @pytest.fixture
@@ -265,3 +273,48 @@ def test_redirects_are_not_followed() -> None:
     assert err.value.status == 302
     assert "https://evil.example/steal" in err.value.message
     assert seen == [f"{SERVER}/version"]  # the token never went to the other host
+
+
+def test_secrets(api: FakeApi, client: BastionClient) -> None:
+    value = "s3cr3t-Qz7Wv3Kp9Xr2"
+    saved = client.secret_add("acme", "web", SecretCreate(name="token", data=value))
+    assert saved == SecretOut(name="token", pull_request=False, created=100, updated=100)
+    method, path, _, body = api.requests[-1]
+    assert (method, path) == ("POST", "/api/repos/acme/web/secrets")
+    assert body == {"name": "token", "data": value, "pull_request": False}  # the value, in clear
+    client.secret_add("acme", "web", SecretCreate(name="npm", data="npm-Vc2Bx9", pull_request=True))
+    assert [(s.name, s.pull_request) for s in client.secrets_list("acme", "web")] == [
+        ("npm", True),
+        ("token", False),
+    ]
+    assert client.secret_info("acme", "web", "token").name == "token"
+    client.secret_rm("acme", "web", "token")
+    assert api.requests[-1][:2] == ("DELETE", "/api/repos/acme/web/secrets/token")
+    with pytest.raises(ClientError) as err:
+        client.secret_info("acme", "web", "token")
+    assert err.value.status == 404
+    # A name is one path segment, whatever it holds.
+    seen: list[bytes] = []
+
+    def record(request: httpx.Request) -> httpx.Response:
+        seen.append(request.url.raw_path)
+        return httpx.Response(204)
+
+    raw = BastionClient(SERVER, TOKEN, transport=httpx.MockTransport(record))
+    raw.secret_rm("acme", "web", "../../builds")
+    assert seen == [b"/api/repos/acme/web/secrets/..%2F..%2Fbuilds"]
+
+
+def test_a_secret_value_never_shows_in_a_repr_or_an_error() -> None:
+    from pydantic import ValidationError
+
+    value = "s3cr3t-Qz7Wv3Kp9Xr2"
+    body = SecretCreate(name="token", data=value)
+    assert value not in repr(body)
+    assert value not in str(body)
+    assert value not in body.model_dump_json()
+    assert body.wire()["data"] == value
+    with pytest.raises(ValidationError) as err:
+        SecretCreate(name="not a name", data=value)
+    assert value not in str(err.value)
+    assert "data" not in SecretOut.model_fields

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from bastion.server.api import builds, repos, runners, stream, system, users
+from bastion.server.api import builds, repos, runners, secrets, stream, system, users
 
 
 def api_router() -> APIRouter:
     router = APIRouter()
-    for module in (system, users, repos, builds, runners, stream):
+    for module in (system, users, repos, secrets, builds, runners, stream):
         router.include_router(module.router)
     return router

@@ -5,8 +5,9 @@ is nothing to say (no work, an upload stored), 401 for a bad runner token, 409 f
 call without the live lease, 503 when a forge cannot be read (the runner retries). State
 changes go through the services (``BuildService``, ``LogService``, ``Scheduler``).
 
-Only the leaseholder's ``GET /rpc/v1/stages/{id}`` returns secrets (none yet; see
-``services.secrets``), the clone credentials and the config.
+Only the leaseholder's ``GET /rpc/v1/stages/{id}`` returns secrets (those the stage's
+pipeline references and its build is entitled to; see ``services.secrets``), the clone
+credentials and the config.
 """
 
 from __future__ import annotations
@@ -150,7 +151,7 @@ def stage_details(leased: LeaseDep, ctx: CtxDep) -> StageDetails:
         config_path=repo.config_path,
         pipeline=stage.name,
         clone=ctx.secrets.clone(repo, stage),
-        secrets=ctx.secrets.secrets(repo, build, stage),
+        secrets=ctx.secrets.secrets(repo, build, stage, config),
         system_host=settings.link_host,
         system_proto=settings.link_proto,
     )
