@@ -57,6 +57,9 @@ class LeaseKeeper:
         self.lapsed = False  # no contact for longer than the lease: the server gave it away
         self.lost = False  # the server said the lease is not ours (or refused our token)
         self.last_error = ""
+        # Set just before `complete` is sent: the server ends the lease when it accepts the
+        # result, so a heartbeat racing it is refused as expected, not as a lost lease.
+        self.completing = threading.Event()
         self._stopped = threading.Event()
         self._thread = threading.Thread(
             target=self._run, name=f"heartbeat-stage-{lease.stage_id}", daemon=True
@@ -82,6 +85,8 @@ class LeaseKeeper:
                     stop=self._stopped,
                 )
             except (LeaseLostError, UnauthorizedError) as exc:
+                if self.completing.is_set() and isinstance(exc, LeaseLostError):
+                    return  # `complete` ended the lease; nothing is lost
                 log.warning("stage %d: lease lost (%s); stopping the stage", stage, exc)
                 self.lost = True
                 self.last_error = exc.message

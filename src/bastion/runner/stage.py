@@ -174,6 +174,7 @@ class StageRun:
             )
         if self.give_up.is_set():
             return
+        keeper.completing.set()
         try:
             self.env.rpc.complete(
                 self.stage_id, self.lease.lease_id, result, retry_for=600.0, stop=self.give_up

@@ -287,7 +287,11 @@ class ServerSettings(BaseSettings):
         for name, path in (("BASTION_TLS_CERT", self.tls_cert), ("BASTION_TLS_KEY", self.tls_key)):
             if path is not None and not path.is_file():
                 problems.append(f"{name}: {path} is not a readable file")
-        if self.heartbeat_interval >= self.lease_seconds:
+        # Only an interval set on purpose can contradict the lease: the default is clamped to a
+        # third of the lease (effective_heartbeat_interval).
+        if "heartbeat_interval" in self.model_fields_set and (
+            self.heartbeat_interval >= self.lease_seconds
+        ):
             problems.append(
                 f"BASTION_HEARTBEAT_INTERVAL ({self.heartbeat_interval:g} s) must be shorter "
                 f"than BASTION_LEASE_SECONDS ({self.lease_seconds} s)"

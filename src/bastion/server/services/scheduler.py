@@ -37,7 +37,7 @@ from bastion.store.types import Runner, Stage
 
 log = logging.getLogger("bastion.server")
 
-_CANDIDATES = 200
+_CANDIDATES = 200  # enough to look past stages this runner cannot take (labels)
 
 
 def runner_can_run(stage: Stage, poll: RunnerPoll) -> bool:

@@ -125,6 +125,8 @@ class StageSecrets:
         without remembering them for masking: :meth:`secrets` is what hands them out."""
         if build.fork:
             return {}
+        if not self._store.list_repo_secrets(repo.id):
+            return {}  # nothing to hand out: skip parsing the whole config for every stage
         names = stage_secret_names(config, stage.name, repo.config_path)
         if not names:
             return {}
