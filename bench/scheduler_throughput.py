@@ -39,9 +39,9 @@ Baselines, measured in the same run:
 * **store floor**: the database work of the same cycle without HTTP, the runners or the build
   state machine: ``--runners`` threads of this process call, on a fresh SQLite store with the
   same stages, exactly what ``Scheduler.try_lease`` and ``BuildService.end_stage`` call on the
-  store to lease and to end a stage (``pending_stages(limit=200)``, ``lease_stage``,
-  ``update_stage``). Bastion can only be slower; the ratio says how much of the storage's
-  capacity the whole system reaches.
+  store to lease and to end a stage (``pending_stage_keys(limit=200)`` with a random start,
+  ``lease_stage``, ``get_stage``, ``update_stage``). Bastion can only be slower; the ratio
+  says how much of the storage's capacity the whole system reaches.
 * **HTTP floor**: requests per second the same server answers for ``GET /version`` (no
   database, no auth) from ``--runners`` client threads, before the runners start. Divided by
   the HTTP requests a stage costs (counted in the server's access log) it bounds what the
@@ -63,6 +63,7 @@ import contextlib
 import logging
 import os
 import platform
+import random
 import re
 import secrets
 import signal
@@ -545,14 +546,16 @@ def store_floor(tmp: Path, builds: int, pipelines: int, threads: int) -> tuple[f
             runner = runners[index]
             while True:
                 leased = None
-                for stage in store.pending_stages(limit=200):  # as Scheduler.try_lease
+                keys = store.pending_stage_keys(limit=200)  # as Scheduler.try_lease
+                start = random.randrange(len(keys)) if keys else 0
+                for key in keys[start:] + keys[:start]:
                     lease = hash_token(new_token("lease"))
                     expires = int(time.time()) + 60
-                    if store.lease_stage(stage.id, runner.id, runner.name, lease, expires):
-                        leased = stage
+                    if store.lease_stage(key.id, runner.id, runner.name, lease, expires):
+                        leased = store.get_stage(key.id)
                         break
                 if leased is None:
-                    if not store.pending_stages(limit=1):
+                    if not store.pending_stage_keys(limit=1):
                         return
                     continue
                 current = store.get_stage(leased.id)  # as BuildService.end_stage

@@ -7,7 +7,10 @@ lines, its lines before its final update, and everything before ``complete``.
 
 Batching: lines wait at most ``flush_interval`` seconds, or until ``max_lines`` /
 ``max_bytes`` are queued, and are sent as one ``LogBatch`` per step. A step update is sent
-as soon as the lines before it are.
+as soon as the lines before it are. Updates are states, not events: a step update that is
+still waiting, with no line of its step queued after it, is replaced by a newer update of the
+same step (a short step's ``pending`` and ``running`` never leave the runner when its final
+state is queued before they were sent), so the order guarantee above still holds.
 
 Delivery: an item leaves the queue only once the server has acknowledged it. A failed send
 (server restarting, 5xx) is retried by ``RunnerClient`` with backoff until it succeeds or
@@ -46,7 +49,16 @@ class _Line:
         return len(self.line.text) + 32
 
 
-_Item = _Line | StepUpdate
+@dataclass
+class _Update:
+    """A queued step update; ``update`` is replaced by a newer one of the same step until the
+    upload thread takes it (``taken``)."""
+
+    update: StepUpdate
+    taken: bool = False
+
+
+_Item = _Line | _Update
 
 
 def _size(item: _Item) -> int:
@@ -82,6 +94,7 @@ class Uploader:
         self.dropped = 0  # items the server refused for good (4xx), after logging why
         self._queue: deque[_Item] = deque()
         self._queued_bytes = 0
+        self._last: dict[int, _Item] = {}  # step number -> the last item queued for it
         self._oldest: float | None = None  # when the oldest unsent line was queued
         self._closing = False
         self._cond = threading.Condition()
@@ -95,12 +108,19 @@ class Uploader:
         self._thread.start()
 
     def add_line(self, step: int, line: LogLine) -> None:
-        self._put(_Line(step, line))
+        self._put(_Line(step, line), step)
 
     def add_step(self, update: StepUpdate) -> None:
-        self._put(update)
+        with self._cond:
+            if self._closing or self.give_up.is_set():
+                return
+            last = self._last.get(update.number)
+            if isinstance(last, _Update) and not last.taken:
+                last.update = update  # not sent yet, and no line of the step after it
+                return
+        self._put(_Update(update), update.number)
 
-    def _put(self, item: _Item) -> None:
+    def _put(self, item: _Item, step: int) -> None:
         with self._cond:
             while (
                 self._queued_bytes > self.max_queued_bytes
@@ -113,6 +133,7 @@ class Uploader:
             if not self._queue:
                 self._oldest = time.monotonic()
             self._queue.append(item)
+            self._last[step] = item
             self._queued_bytes += _size(item)
             self._cond.notify_all()
 
@@ -157,6 +178,7 @@ class Uploader:
                 taken.append(item)
                 size += item.size
             else:
+                item.taken = True
                 taken.append(item)
                 break
         return taken
@@ -218,7 +240,7 @@ class Uploader:
             if isinstance(item, _Line):
                 batches.setdefault(item.step, []).append(item.line)
             else:
-                update = item
+                update = item.update
         for step, lines in batches.items():
             self.rpc.logs(
                 self.stage_id,

@@ -29,7 +29,7 @@ from bastion.store.types import (
 )
 
 
-def _str_dict(value: Mapping[str, Any] | None) -> dict[str, str]:
+def str_dict(value: Mapping[str, Any] | None) -> dict[str, str]:
     return {str(k): str(v) for k, v in (value or {}).items()}
 
 
@@ -126,7 +126,7 @@ def build(row: BuildRow) -> Build:
         trigger=row.trigger,
         fork=row.fork,
         error=row.error,
-        params=_str_dict(row.params),
+        params=str_dict(row.params),
         created=row.created,
         updated=row.updated,
         started=row.started,
@@ -151,7 +151,7 @@ def stage(row: StageRow) -> Stage:
         os=row.os,
         arch=row.arch,
         variant=row.variant,
-        labels=_str_dict(row.labels),
+        labels=str_dict(row.labels),
         depends_on=tuple(str(d) for d in row.depends_on or ()),
         on_success=row.on_success,
         on_failure=row.on_failure,
@@ -186,7 +186,7 @@ def runner(row: RunnerRow) -> Runner:
         name=row.name,
         os=row.os,
         arch=row.arch,
-        labels=_str_dict(row.labels),
+        labels=str_dict(row.labels),
         capacity=row.capacity,
         version=row.version,
         created=row.created,

@@ -67,6 +67,7 @@ from bastion.store.types import (
     Runner,
     Scope,
     Stage,
+    StageKey,
     Status,
     Step,
     Token,
@@ -737,6 +738,24 @@ class Store:
                 .limit(limit)
             )
             return [_convert.stage(r) for r in rows]
+
+    def pending_stage_keys(self, *, limit: int = 100) -> list[StageKey]:
+        """The id, os, arch and labels of the stages waiting for a runner, oldest first: what
+        the scheduler matches runners against, read with SQLAlchemy Core (no ORM objects), so
+        that looking past many stages a runner cannot take stays cheap."""
+        table = StageRow.__table__
+        query = (
+            select(table.c.id, table.c.os, table.c.arch, table.c.labels)
+            .where(table.c.status == Status.PENDING.value)
+            .order_by(table.c.id)
+            .limit(limit)
+        )
+        with self._serialised(), self._wrap(), self._engine.connect() as connection:
+            rows = connection.execute(query).all()
+        return [
+            StageKey(id=id_, os=os, arch=arch, labels=_convert.str_dict(labels))
+            for id_, os, arch, labels in rows
+        ]
 
     def lease_stage(
         self, stage_id: int, runner_id: int, machine: str, lease_hash: str, expires: int

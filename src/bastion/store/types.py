@@ -151,6 +151,17 @@ class Build:
 
 
 @dataclass(frozen=True)
+class StageKey:
+    """What the scheduler needs to match a pending stage to a runner, without the rest of the
+    row (``Store.pending_stage_keys``)."""
+
+    id: int
+    os: str
+    arch: str
+    labels: dict[str, str]  # the pipeline's `node:` labels a runner must have
+
+
+@dataclass(frozen=True)
 class Stage:
     id: int
     build_id: int

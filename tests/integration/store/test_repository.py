@@ -20,7 +20,7 @@ from tests.integration.store.helpers import FakeClock
 from bastion.crypto import SecretBox, hash_token, new_token
 from bastion.store import Conflict, NotFound, Store, StoreError
 from bastion.store.engine import create_engine
-from bastion.store.types import NewBuild, NewStage, Repo, Scope, Stage, Status
+from bastion.store.types import NewBuild, NewStage, Repo, Scope, Stage, StageKey, Status
 
 T = TypeVar("T")
 HEAD = "0002"
@@ -819,6 +819,36 @@ def test_pending_stages(store: Store, repo: Repo) -> None:
     store.update_stage(first[1].id, status=Status.SKIPPED)
     assert [s.id for s in store.pending_stages()] == [first[0].id, second[0].id]
     assert [s.id for s in store.pending_stages(limit=1)] == [first[0].id]
+
+
+def test_pending_stage_keys(store: Store, repo: Repo) -> None:
+    _, stages = store.create_build(
+        repo.id,
+        NewBuild(event="push"),
+        [
+            NewStage(number=1, name="a", status=Status.PENDING),
+            NewStage(
+                number=2,
+                name="b",
+                status=Status.PENDING,
+                os="windows",
+                arch="arm64",
+                labels={"gpu": "yes", "zone": "eu"},
+            ),
+            NewStage(number=3, name="c", status=Status.PENDING),
+        ],
+    )
+    _, later = make_build(store, repo, stages=1)
+    store.update_stage(stages[2].id, status=Status.SKIPPED)
+    assert store.pending_stage_keys() == [
+        StageKey(id=stages[0].id, os="linux", arch="amd64", labels={}),
+        StageKey(id=stages[1].id, os="windows", arch="arm64", labels={"gpu": "yes", "zone": "eu"}),
+        StageKey(id=later[0].id, os="linux", arch="amd64", labels={}),
+    ]
+    assert [k.id for k in store.pending_stage_keys(limit=2)] == [stages[0].id, stages[1].id]
+    assert [k.id for k in store.pending_stage_keys()] == [s.id for s in store.pending_stages()]
+    assert store.lease_stage(stages[0].id, store.create_runner("r", LEASE).id, "m", LEASE, 1)
+    assert [k.id for k in store.pending_stage_keys()] == [stages[1].id, later[0].id]
 
 
 def test_lease_stage(store: Store, stage: Stage, runner_id: int, clock: FakeClock) -> None:

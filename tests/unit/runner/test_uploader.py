@@ -198,3 +198,33 @@ def test_a_send_that_keeps_failing_is_dropped_after_retry_for() -> None:
     assert uploader.dropped == 1
     assert not give_up.is_set()
     assert server.lines == {(1, 1): "line 1"}
+
+
+def test_an_unsent_step_update_is_replaced_by_a_newer_one_of_the_same_step() -> None:
+    server = Server()
+    server.fail_next = 10**6  # the server is down: everything queues behind the first send
+    uploader, _ = make(server, flush_interval=0.01)
+    uploader.add_step(update(1, StepState.PENDING))  # taken by the upload thread, in flight
+    deadline = time.monotonic() + 5
+    while uploader.pending and not uploader._queue[0].taken and time.monotonic() < deadline:  # type: ignore[union-attr]
+        time.sleep(0.01)
+    uploader.add_step(update(1, StepState.RUNNING))
+    uploader.add_step(update(2, StepState.PENDING))
+    uploader.add_step(update(1, StepState.SUCCESS))  # replaces the queued RUNNING of step 1
+    uploader.add_step(update(2, StepState.RUNNING))  # replaces the queued PENDING of step 2
+    uploader.add_line(2, line(0))
+    uploader.add_step(update(2, StepState.SUCCESS))  # after a line of step 2: queued as well
+    assert uploader.pending == 5
+    with server.lock:
+        server.fail_next = 0  # the server is back
+    assert uploader.close(5)
+    sent = [
+        (k, b["number"] if k == "steps" else b["step"], b.get("state")) for k, b in server.calls
+    ]  # type: ignore[index,union-attr]
+    assert sent == [
+        ("steps", 1, "pending"),  # the one in flight is sent as it was
+        ("steps", 1, "success"),
+        ("steps", 2, "running"),
+        ("logs", 2, None),
+        ("steps", 2, "success"),
+    ]

@@ -22,6 +22,7 @@ lapsed ends as ``error`` ("runner X stopped responding"), and its build is settl
 from __future__ import annotations
 
 import logging
+import random
 import time
 from collections.abc import Awaitable, Callable
 
@@ -33,14 +34,14 @@ from bastion.server.services.builds import BuildService
 from bastion.server.services.signals import Wakeups
 from bastion.server.settings import ServerSettings
 from bastion.store.repository import Store
-from bastion.store.types import Runner, Stage
+from bastion.store.types import Runner, Stage, StageKey
 
 log = logging.getLogger("bastion.server")
 
 _CANDIDATES = 200  # enough to look past stages this runner cannot take (labels)
 
 
-def runner_can_run(stage: Stage, poll: RunnerPoll) -> bool:
+def runner_can_run(stage: Stage | StageKey, poll: RunnerPoll) -> bool:
     """Whether a runner that polled with ``poll`` may take ``stage``."""
     if stage.os != poll.os or stage.arch != poll.arch:
         return False
@@ -68,23 +69,34 @@ class Scheduler:
         self.wakeups.notify(None)
 
     def try_lease(self, runner: Runner, poll: RunnerPoll) -> Lease | None:
-        """Lease one matching pending stage to ``runner`` now, or None (blocking; threads)."""
-        for stage in self._store.pending_stages(limit=_CANDIDATES):
-            if not runner_can_run(stage, poll):
-                continue
+        """Lease one matching pending stage to ``runner`` now, or None (blocking; threads).
+
+        The candidates are the oldest ``_CANDIDATES`` pending stages, read as (id, os, arch,
+        labels) only. The attempts start at a random one of those this runner can take and go
+        round: concurrent pollers then rarely compare-and-set the same stage."""
+        keys = self._store.pending_stage_keys(limit=_CANDIDATES)
+        matching = [key for key in keys if runner_can_run(key, poll)]
+        if not matching:
+            return None
+        start = random.randrange(len(matching))  # noqa: S311 - spreads pollers, not a secret
+        for key in matching[start:] + matching[:start]:
             lease_id = new_token("lease")
             expires = int(self._clock()) + self._settings.lease_seconds
-            if self._store.lease_stage(
-                stage.id, runner.id, runner.name, hash_token(lease_id), expires
+            if not self._store.lease_stage(
+                key.id, runner.id, runner.name, hash_token(lease_id), expires
             ):
-                log.info("stage %d (%s) leased to runner %s", stage.id, stage.name, runner.name)
-                self._builds.stage_leased(stage)
-                return Lease(
-                    stage_id=stage.id,
-                    lease_id=lease_id,
-                    expires_in=float(self._settings.lease_seconds),
-                    heartbeat_interval=self._settings.effective_heartbeat_interval,
-                )
+                continue  # another runner took it first
+            stage = self._store.get_stage(key.id)
+            if stage is None:  # pragma: no cover - deleted with its build just now
+                continue
+            log.info("stage %d (%s) leased to runner %s", stage.id, stage.name, runner.name)
+            self._builds.stage_leased(stage)
+            return Lease(
+                stage_id=stage.id,
+                lease_id=lease_id,
+                expires_in=float(self._settings.lease_seconds),
+                heartbeat_interval=self._settings.effective_heartbeat_interval,
+            )
         return None
 
     async def poll(
