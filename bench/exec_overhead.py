@@ -411,8 +411,19 @@ class TimedDockerBackend(DockerBackend):
             self._local.step = ""
 
     def setup(self, plan: Plan) -> None:
-        with self._call("setup (network + volume)"):
+        with self._call("setup"):
             super().setup(plan)
+
+    def ready(self, plan: Plan) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            super().ready(plan)  # from start() or prepare(): part of their time
+            return
+        with self._call("ready"):
+            super().ready(plan)
+
+    def prepare(self, plan: Plan, step: StepPlan) -> None:
+        with self._call("prepare", step.name):
+            super().prepare(plan, step)
 
     def populate_workspace(self, plan: Plan, archive: IO[bytes]) -> None:
         with self._call("populate_workspace"):
@@ -559,12 +570,16 @@ def _critical_path(calls: list[Call], plan: Plan, begin: float, end: float) -> d
         return next(c for c in calls if c.what == what and c.step == step)
 
     names = [s.name for s in plan.steps]
-    setup = find("setup (network + volume)")
+    setup = find("setup")
     populate = find("populate_workspace")
+    # The executor's ready() (start and prepare call it too, from other threads: not timed);
+    # a backend without the optional method has none.
+    ready = next((c for c in calls if c.what == "ready"), populate)
     path: dict[str, float] = {
-        "setup (network + volume)": setup.seconds,
+        "setup (volume; the network is created meanwhile)": setup.seconds,
         "populate_workspace (helper container + put_archive)": populate.seconds,
-        "populate end -> first start (threads)": find("start", names[0]).begin - populate.end,
+        "ready (waits for the network)": ready.seconds if ready is not populate else 0.0,
+        "ready end -> first start (threads)": find("start", names[0]).begin - ready.end,
     }
     starts, outputs, waits, gaps, removes = [], [], [], [], []
     for i, name in enumerate(names):
@@ -576,7 +591,7 @@ def _critical_path(calls: list[Call], plan: Plan, begin: float, end: float) -> d
         if i + 1 < len(names):
             gaps.append(find("start", names[i + 1]).begin - wait.end)
     n = len(names)
-    path[f"steps: start (image check, create, attach, start) x{n}"] = sum(starts)
+    path[f"steps: start (create + attach too if not prepared ahead) x{n}"] = sum(starts)
     path[f"steps: output until exit x{n}"] = sum(outputs)
     path[f"steps: wait + reload + watcher stop x{n}"] = sum(waits)
     path[f"steps: gap wait end -> next start (scheduling) x{n - 1}"] = sum(gaps)

@@ -12,6 +12,7 @@ failing its own step, not the run).
 from __future__ import annotations
 
 import threading
+from dataclasses import replace
 
 import pytest
 from tests.contract.harness import Harness
@@ -26,11 +27,12 @@ from tests.support.reporters import Recorder
 from tests.support.resources import dead_pid
 from tests.support.running import OutputReader, run_step
 
-from bastion.backends.fake import ENV_CRASH, ENV_OUTPUT, ENV_SLEEP, FILLER_LINE
+from bastion.backends.docker import DockerBackend
+from bastion.backends.fake import ENV_CRASH, ENV_OUTPUT, ENV_SLEEP, FILLER_LINE, FakeBackend
 from bastion.engine.backend import Backend, BackendError, OutputChunk, StepExit
 from bastion.engine.executor import Executor
 from bastion.engine.masking import REPLACEMENT, SecretMasker
-from bastion.engine.plan import PullPolicy
+from bastion.engine.plan import Plan, PullPolicy, StepPlan
 from bastion.engine.status import State
 from bastion.spec.conditions import MatchContext
 from bastion.spec.context import BuildContext
@@ -387,6 +389,179 @@ def test_a_missing_first_image_fails_its_step_and_failure_handlers_run(harness: 
     assert MISSING in result.step("first").detail
     assert reporter.text("handler", "stdout") == "handled\n"
     assert harness.leftovers(plan) == []
+
+
+# -- prepare and ready (optional methods, both backends have them) ----------------------------
+
+
+def _preparing(harness: Harness) -> FakeBackend | DockerBackend:
+    backend = harness.backend
+    assert isinstance(backend, FakeBackend | DockerBackend)
+    return backend
+
+
+def _with_output(step: StepPlan, text: str) -> StepPlan:
+    """The same step (same container name) with another environment."""
+    env = {**step.container.env, ENV_OUTPUT: text}
+    return replace(step, container=replace(step.container, env=env))
+
+
+def _containers(harness: Harness, plan: Plan) -> list[str]:
+    return [r for r in harness.leftovers(plan) if r.startswith("container")]
+
+
+def test_ready_after_setup_and_twice_is_fine(harness: Harness) -> None:
+    plan = harness.plan([scripted_step("a", output="a ran")])
+    backend = _preparing(harness)
+    backend.setup(plan)
+    backend.ready(plan)
+    backend.ready(plan)
+    assert any(r.startswith("network") for r in harness.leftovers(plan))
+    assert run_step(backend, plan, plan.step("a"))[0].stdout == b"a ran\n"
+
+
+def test_prepare_then_start_runs_the_step_in_the_prepared_container(harness: Harness) -> None:
+    plan = harness.plan([scripted_step("a", output="prepared")])
+    step = plan.step("a")
+    backend = _preparing(harness)
+    backend.setup(plan)
+
+    backend.prepare(plan, step)
+    assert _containers(harness, plan) == [f"container {step.container.name}"]
+    output, exit = run_step(backend, plan, step)
+
+    assert (output.stdout, exit) == (b"prepared\n", StepExit(exit_code=0))
+    assert _containers(harness, plan) == []
+
+
+def test_prepare_twice_is_fine(harness: Harness) -> None:
+    plan = harness.plan([scripted_step("a", output="once")])
+    step = plan.step("a")
+    backend = _preparing(harness)
+    backend.setup(plan)
+
+    backend.prepare(plan, step)
+    backend.prepare(plan, step)
+
+    assert _containers(harness, plan) == [f"container {step.container.name}"]
+    assert run_step(backend, plan, step)[0].stdout == b"once\n"
+
+
+def test_a_step_prepared_with_another_spec_runs_with_its_own(harness: Harness) -> None:
+    # As a step started after a failure does: its environment says DRONE_BUILD_STATUS=failure.
+    plan = harness.plan([scripted_step("a", output="prepared")])
+    backend = _preparing(harness)
+    backend.setup(plan)
+
+    backend.prepare(plan, plan.step("a"))
+    output, exit = run_step(backend, plan, _with_output(plan.step("a"), "started"))
+
+    assert (output.stdout, exit.exit_code) == (b"started\n", 0)
+    assert _containers(harness, plan) == []
+
+
+def test_prepare_then_destroy_leaves_nothing(harness: Harness) -> None:
+    plan = harness.plan([scripted_step("a"), scripted_step("b")], volumes=("cache",))
+    backend = _preparing(harness)
+    backend.setup(plan)
+    for step in plan.steps:
+        backend.prepare(plan, step)
+    assert len(_containers(harness, plan)) == 2
+
+    backend.destroy(plan)
+
+    assert harness.leftovers(plan) == []
+
+
+def test_prepare_then_remove_without_start_leaves_no_container(harness: Harness) -> None:
+    plan = harness.plan([scripted_step("a")])
+    backend = _preparing(harness)
+    backend.setup(plan)
+    backend.prepare(plan, plan.step("a"))
+
+    backend.remove(plan, plan.step("a"))
+
+    assert _containers(harness, plan) == []
+
+
+def test_stop_after_prepare_means_the_step_never_runs(harness: Harness) -> None:
+    plan = harness.plan([scripted_step("never", output="ran anyway", sleep="forever")])
+    step = plan.step("never")
+    backend = _preparing(harness)
+    backend.setup(plan)
+    backend.prepare(plan, step)
+
+    backend.stop(plan, step)
+    backend.start(plan, step)
+
+    assert list(backend.output(plan, step)) == []
+    assert backend.wait(plan, step).killed
+    backend.remove(plan, step)
+    assert _containers(harness, plan) == []
+
+
+def test_prepare_of_a_missing_image_is_quiet_and_start_reports_it(harness: Harness) -> None:
+    plan = harness.plan([scripted_step("a", image=MISSING, pull=PullPolicy.NEVER)])
+    backend = _preparing(harness)
+    backend.setup(plan)
+
+    backend.prepare(plan, plan.step("a"))  # does nothing, raises nothing
+
+    assert _containers(harness, plan) == []
+    with pytest.raises(BackendError, match="pull policy is 'never'"):
+        backend.start(plan, plan.step("a"))
+
+
+def test_prepare_after_destroy_creates_nothing(harness: Harness) -> None:
+    plan = harness.plan([scripted_step("late")])
+    backend = _preparing(harness)
+    backend.setup(plan)
+    backend.destroy(plan)
+
+    backend.prepare(plan, plan.step("late"))
+
+    assert harness.leftovers(plan) == []
+
+
+def test_the_executor_prepares_the_next_step_and_uses_the_failure_environment(
+    harness: Harness,
+) -> None:
+    # "after" is prepared while "slow" runs, before "fails" has failed; it starts after the
+    # failure, so with DRONE_BUILD_STATUS=failure, which its output shows.
+    plan = harness.plan(
+        [
+            scripted_step("fails", exit_code=1, sleep=0.2),
+            scripted_step("slow", sleep=1.5),
+            make_step(
+                "after",
+                script="echo status=$DRONE_BUILD_STATUS",
+                env={ENV_OUTPUT: "status=failure"},
+                depends_on=("slow",),
+                when=Conditions.model_validate({"status": ["success", "failure"]}),
+            ),
+            scripted_step("next", output="next ran", depends_on=("after",)),
+        ]
+    )
+    reporter = Recorder()
+
+    result = Executor(harness.backend, SecretMasker([]), reporter, poll_interval=0.01).run(
+        plan, MatchContext.from_build(BuildContext())
+    )
+
+    assert {s.name: s.state for s in result.steps} == {
+        "fails": State.FAILURE,
+        "slow": State.SUCCESS,
+        "after": State.SUCCESS,
+        "next": State.SKIPPED,
+    }
+    assert reporter.text("after", "stdout") == "status=failure\n"
+    assert harness.leftovers(plan) == []
+    if isinstance(harness.backend, FakeBackend):
+        prepared = {c.step for c in harness.backend.calls_of("prepare")}
+        # not "next": its when did not match once "fails" had failed
+        assert prepared == {"fails", "slow", "after"}
+        started = {s.name: s for s in harness.backend.started}
+        assert started[plan.step("after").container.name].env["DRONE_BUILD_STATUS"] == "failure"
 
 
 # -- idempotency and cleanup ------------------------------------------------------------------

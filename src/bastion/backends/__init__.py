@@ -11,12 +11,26 @@ imported only when asked for, so the fake works where docker-py cannot reach an 
 
 from __future__ import annotations
 
-from bastion.backends.fake import FakeBackend
+from typing import TYPE_CHECKING
+
 from bastion.engine.backend import Backend
+
+if TYPE_CHECKING:
+    from bastion.backends.fake import FakeBackend
 
 BACKEND_NAMES: tuple[str, ...] = ("docker", "fake")
 
 __all__ = ["BACKEND_NAMES", "FakeBackend", "create_backend"]
+
+
+def __getattr__(name: str) -> object:
+    # ``FakeBackend`` on first use: ``bastion exec`` imports ``bastion.backends.docker``,
+    # and with it this package, without ever needing the fake.
+    if name == "FakeBackend":
+        from bastion.backends.fake import FakeBackend  # noqa: PLC0415
+
+        return FakeBackend
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def create_backend(name: str) -> Backend:
@@ -26,5 +40,7 @@ def create_backend(name: str) -> Backend:
 
         return DockerBackend()
     if name == "fake":
+        from bastion.backends.fake import FakeBackend  # noqa: PLC0415 - only when asked
+
         return FakeBackend()
     raise ValueError(f"unknown backend {name!r}: choose one of {', '.join(BACKEND_NAMES)}")

@@ -27,6 +27,15 @@ Choices worth knowing:
   pids count is near its limit, and every 0.2 s otherwise; each output chunk also triggers
   a read, because a failed fork is usually followed by an error message. It remains best
   effort: no cgroup path, no report.
+* **Less waiting.** ``setup`` creates the volumes and starts creating the network in a
+  thread: the workspace copy (through a container on no network) runs meanwhile, and
+  ``ready``, ``start`` and ``prepare`` wait for the network. ``prepare`` creates (and
+  attaches to) a step's container while the steps before it run; ``start`` takes it if the
+  spec is still the same. Containers are created with docker-py's low-level call (the
+  high-level one inspects the new container again), and without inspecting the image first:
+  only a create that fails with "no such image" consults the pull policy. ``destroy``
+  removes the network (≈ 0.2 s) in a thread, at once unless a container of the run still
+  runs, while it removes the containers and volumes.
 * **stop() at any time.** A stop that arrives before or during ``start`` is remembered: the
   container is then never started (or killed as soon as it is), and ``wait`` reports a
   kill. A ``start`` racing ``destroy`` (a cancel during a pull) removes what it created.
@@ -54,7 +63,10 @@ from typing import IO, Any, Literal
 import docker
 import docker.errors
 import requests.exceptions
-from docker.models.containers import Container
+from docker.models.containers import (  # type: ignore[attr-defined]  # not in the stubs
+    Container,
+    _create_container_args,
+)
 from docker.types import LogConfig
 from docker.types import Mount as DockerMount
 from docker.types.daemon import CancellableStream
@@ -84,6 +96,9 @@ DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
 
 _HTTP_NOT_FOUND = 404
 _HTTP_CONFLICT = 409
+
+# Container states in which a container may still hold an endpoint on the run's network.
+_ACTIVE_STATES = frozenset({"running", "paused", "restarting"})
 
 # What a demultiplexed attach stream yields: (stdout, None) or (None, stderr).
 _Frame = tuple[bytes | None, bytes | None]
@@ -123,6 +138,7 @@ class PidsWatcher:
         self._current_fd: int | None = None
         self._limit: int | None = None
         self._last_sample = 0.0
+        self._last_events = b""
         self._gone = False
         self._thread = threading.Thread(
             target=self._run, name=f"bastion-pids-{container_id[:12]}", daemon=True
@@ -151,18 +167,26 @@ class PidsWatcher:
 
     def _run(self) -> None:
         started = time.monotonic()
+        fast_until = started + self.FAST_PERIOD
         while not self._stopped.is_set():
+            now = time.monotonic()
+            fast = now < fast_until
             with self._lock:
                 if self._gone:
                     return
                 if self._events_fd is None and not self._open():
-                    if time.monotonic() - started > self.FIND_TIMEOUT:
+                    if now - started > self.FIND_TIMEOUT:
                         return  # no cgroup we know how to read: report nothing
                     near_limit = False
                 else:
-                    near_limit = self._read()
-            fast = near_limit or time.monotonic() - started < self.FAST_PERIOD
-            self._stopped.wait(self.FAST_INTERVAL if fast else self.SLOW_INTERVAL)
+                    # (the pids count only matters once the first second is over)
+                    near_limit = self._read(count=not fast)
+            if fast or near_limit:
+                # A plain sleep: cheaper than Event.wait at this rate, and stop() waits at
+                # most this long.
+                time.sleep(self.FAST_INTERVAL)
+            else:
+                self._stopped.wait(self.SLOW_INTERVAL)
 
     def _open(self) -> bool:
         for directory in self.candidates:
@@ -178,22 +202,29 @@ class PidsWatcher:
             return True
         return False
 
-    def _read(self) -> bool:
-        """Update ``failed_forks``; return whether the pids count is near its limit."""
+    def _read(self, *, count: bool = True) -> bool:
+        """Update ``failed_forks``; return whether the pids count is near its limit (read
+        only with ``count``; False without)."""
         if self._events_fd is None:
             return False
         try:
-            events = os.pread(self._events_fd, 4096, 0).decode()
-            current = int(os.pread(self._current_fd, 64, 0)) if self._current_fd is not None else 0
+            events = os.pread(self._events_fd, 4096, 0)
+            current = (
+                int(os.pread(self._current_fd, 64, 0))
+                if count and self._current_fd is not None
+                else 0
+            )
         except (OSError, ValueError):
             # ENODEV: the cgroup was removed (the container exited); keep what we saw.
             self._gone = True
             self._close()
             return False
-        for line in events.splitlines():
-            key, _, value = line.partition(" ")
-            if key == "max" and value.strip().isdigit():
-                self.failed_forks = max(self.failed_forks, int(value))
+        if events != self._last_events:  # (the same bytes most of the time: nothing to parse)
+            self._last_events = events
+            for line in events.decode().splitlines():
+                key, _, value = line.partition(" ")
+                if key == "max" and value.strip().isdigit():
+                    self.failed_forks = max(self.failed_forks, int(value))
         return self._limit is not None and current * 4 >= self._limit * 3
 
     def _close(self) -> None:
@@ -212,6 +243,9 @@ class _StepState:
     run_id: str
     step: str
     container: Container | None = None
+    # The spec a container made by prepare() was created with; None once start() took it.
+    prepared_spec: ContainerSpec | None = None
+    claimed: bool = False  # start() was called (prepare() then leaves the step alone)
     stream: CancellableStream[_Frame] | None = None
     stream_claimed: bool = False
     started: bool = False  # the process ran (container.start() succeeded)
@@ -221,6 +255,9 @@ class _StepState:
     # Held while a kill request is in flight: the process may be dead, and wait() return,
     # before the engine answers the kill; wait() takes it to learn whether it was a kill.
     kill_lock: threading.Lock = field(default_factory=threading.Lock)
+    # Held while the container is being created, by prepare() or start(): start() waits
+    # for a prepare() in flight instead of racing it for the name.
+    create_lock: threading.Lock = field(default_factory=threading.Lock)
 
     def stop_was_requested(self) -> bool:
         # A method, not the attribute: another thread sets it between two reads.
@@ -232,6 +269,44 @@ class _StepState:
             _close_stream(self.stream)
         if self.watcher is not None:
             self.watcher.stop()
+
+
+class _Background:
+    """A piece of work run in a thread now, whose outcome is collected later."""
+
+    def __init__(self, name: str, work: Callable[[], None]) -> None:
+        self._done = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(work,), name=name, daemon=True)
+        self._thread.start()
+
+    def _run(self, work: Callable[[], None]) -> None:
+        try:
+            work()
+        except BaseException as exc:  # handed to whoever collects the outcome
+            self._error = exc
+        finally:
+            self._done.set()
+
+    def failed(self) -> bool:
+        return self._done.is_set() and self._error is not None
+
+    def wait(self, timeout: float | None = None) -> None:
+        """Wait for the work to end, whatever its outcome."""
+        self._done.wait(timeout)
+
+    def result(self) -> None:
+        """Wait for the work to end; raise its failure as a ``BackendError``."""
+        self._done.wait()
+        if self._error is not None:
+            raise BackendError(str(self._error)) from self._error
+
+
+@dataclass
+class _RunState:
+    """What the backend keeps per run between setup() and destroy()."""
+
+    network: _Background | None = None  # the network's creation, in flight or done
 
 
 # -- the backend -----------------------------------------------------------------------------
@@ -268,6 +343,9 @@ class DockerBackend:
         self._lock = threading.Lock()
         self._client_lock = threading.Lock()
         self._steps: dict[str, _StepState] = {}  # container name -> state
+        self._runs: dict[str, _RunState] = {}  # run id -> what setup() started
+        # Containers that remove() removed: destroy() need not look them up by name again.
+        self._removed: set[str] = set()
         # Runs being (or already) destroyed: a start() racing a destroy() (a cancel while an
         # image is pulled) must not leave a container that destroy() listed too early.
         self._closed_runs: set[str] = set()
@@ -286,12 +364,33 @@ class DockerBackend:
     # -- the protocol --------------------------------------------------------------------------
 
     def setup(self, plan: Plan) -> None:
+        """Create the volumes now and the network in the background (see ``ready``): the
+        network is the slowest thing to create, and ``populate_workspace`` does not need it.
+        A network of that name that belongs to another run is refused here."""
         with self._lock:
             self._closed_runs.discard(plan.run_id)
+            run = self._runs.setdefault(plan.run_id, _RunState())
         with self._errors(f"cannot set up run {plan.run_id}"):
-            self._ensure_network(plan)
+            existing = self._network_named(plan.network)
+            if existing is not None:
+                _check_owner("network", plan.network, existing.get("Labels") or {}, plan.run_id)
+            with self._lock:
+                pending = run.network
+                if existing is None and (pending is None or pending.failed()):
+                    run.network = _Background(
+                        f"bastion-setup-{plan.run_id}",
+                        lambda: self._setup_in_background(plan, known_absent=True),
+                    )
             for volume in (plan.workspace_volume, *plan.volumes):
                 self._ensure_volume(plan, volume)
+
+    def ready(self, plan: Plan) -> None:
+        """Wait for what ``setup`` left in progress (the network); raise its failure."""
+        with self._lock:
+            run = self._runs.get(plan.run_id)
+            pending = run.network if run is not None else None
+        if pending is not None:
+            pending.result()
 
     def populate_workspace(self, plan: Plan, archive: IO[bytes]) -> None:
         what = f"cannot copy the workspace into volume {plan.workspace_volume!r}"
@@ -299,13 +398,13 @@ class DockerBackend:
             image = workspace_helper_image(plan, is_local=self._is_local, pull=self._ensure_image)
             # Mounting a missing volume would make Docker create it, unlabelled.
             try:
-                self.client.volumes.get(plan.workspace_volume)
+                self.client.api.inspect_volume(plan.workspace_volume)
             except docker.errors.NotFound:
                 raise BackendError(
                     f"{what}: it does not exist (setup() must run before populate_workspace())"
                 ) from None
-            helper = self.client.containers.create(
-                image,
+            helper = self._new_container(
+                image=image,
                 # Never started: Docker only refuses to create a container without a command.
                 command=["/bin/true"],
                 labels=dict(plan.labels),
@@ -326,22 +425,96 @@ class DockerBackend:
             finally:
                 self._remove_container(helper.id or "")
 
+    def prepare(self, plan: Plan, step: StepPlan) -> None:
+        """Create the step's container ahead of ``start`` (best effort, never raises).
+
+        Only when no pull is needed: an image that is missing, or that must be pulled
+        (``pull: always``), is left to ``start``, which reports its failure. ``start`` uses
+        the prepared container only if it was created from the same spec (a step started
+        after a failure gets another environment); ``remove`` and ``destroy`` remove it
+        like any other container of the run.
+        """
+        spec = step.container
+        if spec.pull is PullPolicy.ALWAYS:
+            return
+        with self._lock:
+            if plan.run_id in self._closed_runs:
+                return
+            state = self._steps.get(spec.name)
+            if state is None:
+                state = self._steps[spec.name] = _StepState(plan.run_id, step.name)
+            elif state.claimed or state.container is not None or state.stop_requested:
+                return
+        if not state.create_lock.acquire(blocking=False):
+            return  # another prepare(), or start(), is creating it
+        try:
+            self.ready(plan)
+            with self._lock:
+                if state.claimed or state.container is not None or state.stop_requested:
+                    return
+            try:
+                container = self._create_container(plan, spec)
+            except docker.errors.ImageNotFound:
+                return  # start() applies the pull policy
+            with self._lock:
+                state.container = container
+                state.prepared_spec = spec
+                self._removed.discard(spec.name)
+                closed = plan.run_id in self._closed_runs
+            if closed:  # destroy() may have listed the run's containers before this one
+                self._remove_container(container.id or "")
+                return
+            # Attached as start() would be, before the container starts.
+            stream: CancellableStream[_Frame] | None = _attach(container)
+            with self._lock:
+                mine = self._steps.get(spec.name) is state and state.container is container
+                if mine and state.stream is None:
+                    state.stream, stream = stream, None
+            if stream is not None:  # start() or remove() came meanwhile: not needed
+                _close_stream(stream)
+        except (
+            BackendError,
+            docker.errors.DockerException,
+            requests.exceptions.RequestException,
+            OSError,
+        ):
+            return  # start() does it all again, and reports what fails
+        finally:
+            state.create_lock.release()
+
     def start(self, plan: Plan, step: StepPlan) -> None:
         spec = step.container
         with self._lock:
             state = self._steps.get(spec.name)
-            if state is not None and state.container is not None:
+            if state is not None and state.claimed and state.container is not None:
                 raise BackendError(f"step {step.name!r} was already started")
             if state is None:
                 state = self._steps[spec.name] = _StepState(plan.run_id, step.name)
+            state.claimed = True
             if state.stop_requested:
                 return  # stopped before it started: it never runs; wait() says so
-        with self._errors(f"cannot start step {step.name!r}"):
-            self._ensure_image(spec)
-            self._check_open(plan)
-            container = self._create_container(plan, spec)
+        with self._errors(f"cannot start step {step.name!r}"), state.create_lock:
+            # (the lock: a prepare() in flight finishes first)
+            with self._lock:
+                prepared, prepared_spec = state.container, state.prepared_spec
+                stream = state.stream
+                state.prepared_spec = None
+                if prepared is not None and prepared_spec != spec:
+                    state.container = state.stream = None
+            if prepared is not None and prepared_spec == spec:
+                container = prepared
+            else:
+                if stream is not None:
+                    _close_stream(stream)
+                    stream = None
+                if prepared is not None:  # made for another spec (environment): made again
+                    self._remove_container(prepared.id or "")
+                self.ready(plan)
+                self._check_open(plan)
+                container = self._create_pulling(plan, spec)
             with self._lock:
                 state.container = container
+                self._removed.discard(spec.name)
                 closed = plan.run_id in self._closed_runs
                 if state.stop_was_requested() and not closed:  # by stop(), in another thread
                     return
@@ -351,12 +524,10 @@ class DockerBackend:
                 with contextlib.suppress(BackendError):
                     self.destroy(plan)
                 self._check_open(plan)
-            # Attach before start: output printed at once is not lost, as with `docker run`.
-            # demux: stdout and stderr stay apart, each frame tagged by dockerd with its
-            # stream, so that the executor masks them separately.
-            stream = container.attach(stdout=True, stderr=True, stream=True, logs=False, demux=True)
-            with self._lock:
-                state.stream = stream
+            if stream is None:  # (prepare() attached to the container it made)
+                stream = _attach(container)
+                with self._lock:
+                    state.stream = stream
             # Watch before starting: the cgroup appears before the process runs, and a fork
             # bomb that gives up at once is over within milliseconds.
             watcher = PidsWatcher(self.cgroup_root, container.id or "")
@@ -377,7 +548,8 @@ class DockerBackend:
     def output(self, plan: Plan, step: StepPlan) -> Iterator[OutputChunk]:
         state = self._state(step)
         with self._lock:
-            stream = None if state.stream_claimed else state.stream
+            # (not started: stopped first; a stream prepare() attached would never end)
+            stream = None if state.stream_claimed or not state.started else state.stream
             state.stream_claimed = True
             watcher = state.watcher
         if stream is None:
@@ -453,46 +625,70 @@ class DockerBackend:
             self._kill(state, container)
 
     def remove(self, plan: Plan, step: StepPlan) -> None:
+        name = step.container.name
         with self._lock:
-            state = self._steps.pop(step.container.name, None)
+            state = self._steps.pop(name, None)
         if state is not None:
             state.release()
         with self._errors(f"cannot remove the container of step {step.name!r}"):
-            self._remove_container(step.container.name)
+            self._remove_container(name)
+        with self._lock:
+            if plan.run_id not in self._closed_runs:
+                self._removed.add(name)
 
     def destroy(self, plan: Plan) -> None:
         names = {s.container.name for s in plan.all_steps()}
         with self._lock:
             self._closed_runs.add(plan.run_id)
+            run = self._runs.pop(plan.run_id, None)
             mine = [n for n, s in self._steps.items() if s.run_id == plan.run_id or n in names]
             states = [self._steps.pop(n) for n in mine]
+            removed = names & self._removed
+            self._removed -= names
+        if run is not None and run.network is not None:
+            run.network.wait()  # so that the listing below sees the network
         for state in states:
             state.release()
         failures: list[str] = []
         api = self.client.api
         run_filter = {"label": f"{LABEL_RUN}={plan.run_id}"}
-        with self._errors(f"cannot destroy run {plan.run_id}"):
-            containers = {c["Id"] for c in api.containers(all=True, filters=run_filter)}
-            for name in names:
-                labels = self._labels_of_container(name)
-                if labels is not None and _belongs_to(labels, plan.run_id):
-                    containers.add(name)
-            for container_id in containers:
-                self._attempt(
-                    failures, f"container {container_id[:12]}", self._remove_container, container_id
-                )
 
-            networks = {n["Id"]: n["Name"] for n in api.networks(filters=run_filter)}
-            for network_id, network_name in networks.items():
-                self._attempt(failures, f"network {network_name}", self._remove_network, network_id)
+        # The network is the slowest to remove (≈ 0.2 s): it goes in a thread of its own,
+        # at once unless a container of the run still runs (its endpoint would be active).
+        def remove_networks() -> None:
+            with self._errors(f"cannot destroy run {plan.run_id}"):
+                for net in api.networks(filters=run_filter):
+                    what = f"network {net['Name']}"
+                    self._attempt(failures, what, self._remove_network, net["Id"])
 
-            volumes = {v["Name"] for v in api.volumes(filters=run_filter).get("Volumes") or []}
-            for name in (plan.workspace_volume, *plan.volumes):
-                labels = self._labels_of_volume(name)
-                if labels is not None and _belongs_to(labels, plan.run_id):
-                    volumes.add(name)
-            for volume in volumes:
-                self._attempt(failures, f"volume {volume}", self._remove_volume, volume)
+        networks: _Background | None = None
+        try:
+            with self._errors(f"cannot destroy run {plan.run_id}"):
+                listed = api.containers(all=True, filters=run_filter)
+                if not any(c.get("State") in _ACTIVE_STATES for c in listed):
+                    networks = _Background(f"bastion-destroy-{plan.run_id}", remove_networks)
+                containers = {c["Id"] for c in listed}
+                for name in names - removed:
+                    labels = self._labels_of_container(name)
+                    if labels is not None and _belongs_to(labels, plan.run_id):
+                        containers.add(name)
+                for container_id in containers:
+                    what = f"container {container_id[:12]}"
+                    self._attempt(failures, what, self._remove_container, container_id)
+                if networks is None:
+                    networks = _Background(f"bastion-destroy-{plan.run_id}", remove_networks)
+                volumes = {v["Name"] for v in api.volumes(filters=run_filter).get("Volumes") or []}
+                for name in (plan.workspace_volume, *plan.volumes):
+                    labels = self._labels_of_volume(name)
+                    if labels is not None and _belongs_to(labels, plan.run_id):
+                        volumes.add(name)
+                for volume in volumes:
+                    self._attempt(failures, f"volume {volume}", self._remove_volume, volume)
+        finally:
+            if networks is not None:
+                networks.wait()
+        if networks is not None:
+            networks.result()
         if failures:
             raise BackendError(f"run {plan.run_id} left resources behind: " + "; ".join(failures))
 
@@ -565,6 +761,25 @@ class DockerBackend:
         if failure:
             raise BackendError(pull_failed_message(spec.image, failure))
 
+    def _create_pulling(self, plan: Plan, spec: ContainerSpec) -> Container:
+        """Create the step's container, pulling its image as the pull policy says.
+
+        The image is not inspected first: the create request fails with "no such image"
+        when it is missing, and only then does the policy decide (pull, or fail), which
+        saves a request per step in the usual case, an image that is present.
+        """
+        if spec.pull is PullPolicy.ALWAYS:
+            self._ensure_image(spec)
+            self._check_open(plan)
+        try:
+            return self._create_container(plan, spec)
+        except docker.errors.ImageNotFound:
+            if spec.pull is PullPolicy.NEVER:
+                raise BackendError(missing_image_message(spec.image)) from None
+        self._ensure_image(spec)
+        self._check_open(plan)  # a cancel while pulling
+        return self._create_container(plan, spec)
+
     # -- containers ------------------------------------------------------------------------------
 
     def _create_container(self, plan: Plan, spec: ContainerSpec) -> Container:
@@ -580,8 +795,8 @@ class DockerBackend:
                 # network modes.
                 "hostname": spec.alias,
             }
-        return self.client.containers.create(
-            spec.image,
+        return self._new_container(
+            image=spec.image,
             command=list(spec.command) if spec.command is not None else None,
             entrypoint=list(spec.entrypoint) if spec.entrypoint is not None else None,
             environment=dict(spec.env),
@@ -611,6 +826,13 @@ class DockerBackend:
             tty=False,
             **network,
         )
+
+    def _new_container(self, **kwargs: Any) -> Container:
+        """``client.containers.create`` (same arguments, same translation into the Engine's
+        create request) without the inspect of the new container that it adds."""
+        kwargs["version"] = self.client.api.api_version  # as containers.create does
+        created = self.client.api.create_container(**_create_container_args(kwargs))
+        return self.client.containers.prepare_model({"Id": created["Id"]})
 
     def _kill(self, state: _StepState, container: Container) -> None:
         with state.kill_lock, self._errors(f"cannot stop step {state.step!r}"):
@@ -646,11 +868,17 @@ class DockerBackend:
 
     # -- networks and volumes --------------------------------------------------------------------
 
-    def _ensure_network(self, plan: Plan) -> None:
-        existing = self._network_named(plan.network)
+    def _setup_in_background(self, plan: Plan, *, known_absent: bool) -> None:
+        """What ``setup`` leaves to a thread: the network."""
+        with self._errors(f"cannot set up run {plan.run_id}"):
+            self._ensure_network(plan, known_absent=known_absent)
+
+    def _ensure_network(self, plan: Plan, *, known_absent: bool = False) -> None:
+        existing = None if known_absent else self._network_named(plan.network)
         if existing is None:
             try:
-                self.client.networks.create(
+                # The low-level call: the high-level one inspects the new network again.
+                self.client.api.create_network(
                     plan.network, driver="bridge", labels=dict(plan.labels), check_duplicate=True
                 )
                 return
@@ -670,12 +898,10 @@ class DockerBackend:
         return None
 
     def _ensure_volume(self, plan: Plan, name: str) -> None:
-        labels = self._labels_of_volume(name)
-        if labels is None:
-            # Creating an existing local volume is not an error: a race is harmless.
-            self.client.volumes.create(name, labels=dict(plan.labels))
-            labels = self._labels_of_volume(name) or {}
-        _check_owner("volume", name, labels, plan.run_id)
+        # Creating a local volume that exists is not an error: the engine answers with the
+        # existing volume, whose labels then say whose it is (one request, and no race).
+        created = self.client.api.create_volume(name, labels=dict(plan.labels))
+        _check_owner("volume", name, created.get("Labels") or {}, plan.run_id)
 
     def _labels_of_volume(self, name: str) -> Mapping[str, str] | None:
         try:
@@ -790,6 +1016,16 @@ def _extra_hosts(pairs: tuple[str, ...]) -> dict[str, str] | None:
     return hosts or None
 
 
+def _attach(container: Container) -> CancellableStream[_Frame]:
+    """Attach before start: output printed at once is not lost, as with ``docker run``.
+    demux: stdout and stderr stay apart, each frame tagged by dockerd with its stream, so
+    that the executor masks them separately."""
+    stream: CancellableStream[_Frame] = container.attach(
+        stdout=True, stderr=True, stream=True, logs=False, demux=True
+    )
+    return stream
+
+
 def _drain(stream: CancellableStream[_Frame]) -> None:
     """Read and drop a stream nobody consumes, so the process never blocks on writing."""
     with contextlib.suppress(Exception):
@@ -798,7 +1034,7 @@ def _drain(stream: CancellableStream[_Frame]) -> None:
     _close_stream(stream)
 
 
-def _close_stream(stream: CancellableStream[_Frame]) -> None:
+def _close_stream(stream: CancellableStream[Any]) -> None:
     """Close an attach stream for good; safe to call twice and from another thread.
 
     ``CancellableStream.close`` shuts the socket down (which wakes a reader blocked on it)

@@ -37,10 +37,11 @@ a step the variables above and ``("/bin/sh", "-c", SHELL_SCRIPT)`` as its entryp
 behaves alike on this backend and on a real one.
 
 Everything is recorded for tests to inspect: ``calls`` (every method call, in order),
-``started`` (every ``ContainerSpec`` passed to ``start``), ``archives`` (the workspace tars),
-``helper_images`` (the image each ``populate_workspace`` chose, as Docker's would for its
-throwaway container), ``pulled``, and ``live_resources`` (the containers, networks and
-volumes that exist right now), so a test can assert that ``destroy`` left nothing behind.
+``started`` (every ``ContainerSpec`` passed to ``start``; ``prepare`` does not count),
+``archives`` (the workspace tars), ``helper_images`` (the image each ``populate_workspace``
+chose, as Docker's would for its throwaway container), ``pulled``, and ``live_resources``
+(the containers, networks and volumes that exist right now, prepared containers included),
+so a test can assert that ``destroy`` left nothing behind.
 Image availability is modelled too (``local_images``, ``registry_images``) so pull policies
 fail the way they would for real.
 """
@@ -268,6 +269,7 @@ class FakeBackend:
         self._volume_files: dict[str, dict[str, bytes]] = {}  # volume -> path -> content
         self._processes: dict[str, _FakeProcess] = {}  # container name -> process
         self._stop_requested: set[str] = set()  # container names stopped before they started
+        self._prepared: dict[str, ContainerSpec] = {}  # container name -> the spec prepare() used
         self._closed_runs: set[str] = set()  # destroyed and not set up again
 
     # -- inspection helpers for tests ---------------------------------------------------------
@@ -323,31 +325,63 @@ class FakeBackend:
             except tarfile.TarError as exc:
                 raise BackendError(f"cannot extract the workspace archive: {exc}") from exc
 
+    def ready(self, plan: Plan) -> None:
+        """Nothing is left in progress by ``setup`` here (the optional protocol method)."""
+        self._record("ready", plan)
+
+    def prepare(self, plan: Plan, step: StepPlan) -> None:
+        """Create the step's container ahead of ``start``, as the Docker backend does (the
+        optional protocol method): best effort, only for an image present and not to be
+        pulled again, never raises."""
+        self._record("prepare", plan, step)
+        spec = step.container
+        with self._lock:
+            if (
+                spec.pull is PullPolicy.ALWAYS
+                or not self._is_local(spec.image)
+                or plan.run_id in self._closed_runs
+                or spec.name in self._stop_requested
+                or ("container", spec.name) in self._resources
+                or (not spec.network_mode and ("network", plan.network) not in self._resources)
+            ):
+                return
+            self._resources[("container", spec.name)] = FakeResource(
+                "container", spec.name, dict(spec.labels)
+            )
+            self._prepared[spec.name] = spec
+
     def start(self, plan: Plan, step: StepPlan) -> None:
         self._record("start", plan, step)
         spec = step.container
         script = FakeScript.from_env(spec.env, step.name)
         with self._lock:
             self.started.append(spec)
+            prepared = self._prepared.pop(spec.name, None)
             if spec.name in self._stop_requested:
                 # Stopped before it started (cancel during a pull): it never runs.
                 return
-            self._ensure_image(spec)
+            if prepared is not None and prepared != spec:
+                # Prepared for another environment (a failure happened since): made again.
+                self._resources.pop(("container", spec.name), None)
+                prepared = None
+            if prepared is None:
+                self._ensure_image(spec)
             if plan.run_id in self._closed_runs:
                 raise BackendError(f"run {plan.run_id} was destroyed while the step started")
-            if not spec.network_mode and ("network", plan.network) not in self._resources:
-                raise BackendError(
-                    f"cannot create the container of step {step.name!r}: network "
-                    f"{plan.network!r} not found (setup() must run before start())"
+            if prepared is None:
+                if not spec.network_mode and ("network", plan.network) not in self._resources:
+                    raise BackendError(
+                        f"cannot create the container of step {step.name!r}: network "
+                        f"{plan.network!r} not found (setup() must run before start())"
+                    )
+                if ("container", spec.name) in self._resources:
+                    raise BackendError(
+                        f"cannot create the container of step {step.name!r}: the name "
+                        f"{spec.name!r} is already in use"
+                    )
+                self._resources[("container", spec.name)] = FakeResource(
+                    "container", spec.name, dict(spec.labels)
                 )
-            if ("container", spec.name) in self._resources:
-                raise BackendError(
-                    f"cannot create the container of step {step.name!r}: the name "
-                    f"{spec.name!r} is already in use"
-                )
-            self._resources[("container", spec.name)] = FakeResource(
-                "container", spec.name, dict(spec.labels)
-            )
             if script.crash == "start":
                 raise BackendError(
                     f"cannot start the container of step {step.name!r}: "
@@ -400,8 +434,8 @@ class FakeBackend:
         with self._lock:
             process = self._processes.get(name)
             if process is None:
-                if ("container", name) not in self._resources:
-                    self._stop_requested.add(name)
+                if ("container", name) not in self._resources or name in self._prepared:
+                    self._stop_requested.add(name)  # not started (at most prepared)
                 return
             if process.is_running():
                 process.killed = True
@@ -415,6 +449,7 @@ class FakeBackend:
             if process is not None:
                 process.interrupted.set()  # a forced removal kills what still runs
             self._resources.pop(("container", name), None)
+            self._prepared.pop(name, None)
 
     def destroy(self, plan: Plan) -> None:
         self._record("destroy", plan)
@@ -431,6 +466,7 @@ class FakeBackend:
                 if process is not None:
                     process.interrupted.set()
                 self._stop_requested.discard(name)
+                self._prepared.pop(name, None)
             run_keys: list[tuple[ResourceKind, str]] = [("network", plan.network)]
             run_keys += [("volume", v) for v in (plan.workspace_volume, *plan.volumes)]
             for key in run_keys:
@@ -447,6 +483,7 @@ class FakeBackend:
                     del self._resources[key]
                     counts[resource.kind] += 1
                     if resource.kind == "container":
+                        self._prepared.pop(resource.name, None)
                         process = self._processes.pop(resource.name, None)
                         if process is not None:
                             process.interrupted.set()

@@ -10,6 +10,7 @@ the running containers and clean up; the command then exits 130.
 
 from __future__ import annotations
 
+import gc
 import os
 import platform
 import secrets as pysecrets
@@ -168,6 +169,10 @@ def run_exec(opts: ExecOptions, out: Console, err: Console) -> int:
     if stale.total:
         err.print(f"removed {stale.total} leftovers of earlier runs that had crashed")
 
+    # Whatever exists now (the imports: pydantic's schemas, docker-py, rich ...) lives until
+    # the process exits. Frozen, the cyclic GC no longer walks it during the run nor at exit
+    # (≈ 50 ms of CPU per `bastion exec`). Objects made from here on are collected as usual.
+    gc.freeze()
     masker = SecretMasker(secret_values.values())
     cancel = threading.Event()
     results: dict[str, RunResult] = {}

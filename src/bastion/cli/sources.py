@@ -15,8 +15,6 @@ import tarfile
 from collections.abc import Iterable
 from pathlib import Path
 
-from dotenv.parser import parse_stream
-
 from bastion.cli.errors import CliError
 from bastion.spec.context import Build, BuildContext, Commit, Repo, System
 
@@ -66,6 +64,9 @@ def read_secret_file(path: Path) -> dict[str, str]:
         raise CliError(f"{path}: no such secret file") from None
     except (PermissionError, UnicodeDecodeError) as exc:
         raise CliError(f"{path}: cannot read the secret file ({exc})") from None
+    # Imported here: most runs have no secret file, and python-dotenv brings logging along.
+    from dotenv.parser import parse_stream  # noqa: PLC0415
+
     out: dict[str, str] = {}
     for binding in parse_stream(io.StringIO(text)):
         line = binding.original.line

@@ -4,8 +4,10 @@ The executor (``bastion.engine.executor``) drives a backend in this order for on
 
     setup(plan)                      # network and volumes; safe to call twice
     populate_workspace(plan, tar)    # optional: exec mode copies the working tree in
+    ready(plan)                      # optional method: what setup left in progress is done
     for each service / step, as the DAG allows (several at once, from several threads):
-        start(plan, step)            # create + start the hardened container
+        prepare(plan, step)          # optional method, ahead of start: create the container
+        start(plan, step)            # create (or take the prepared one) + start
         for chunk in output(plan, step): ...   # OutputChunks until the process exits
         wait(plan, step) -> StepExit
         remove(plan, step)           # safe if start failed or never ran
@@ -19,6 +21,24 @@ and must succeed even when ``setup`` or ``start`` failed half way: cleanup is an
 
 ``cleanup_stale`` removes resources of runs whose owning process is gone (a crash), so the
 next run, or ``bastion exec --cleanup``, leaves the host clean.
+
+Two methods are optional (not part of the ``Backend`` protocol class, so that a backend
+without them still is one; the executor looks them up with ``getattr``). They only make a
+run faster, never change what it does:
+
+* ``ready(plan) -> None``: ``setup`` may return before all of its work is done (the Docker
+  backend creates the network in the background while the workspace is copied). ``ready``
+  waits for it and raises its failure as ``BackendError``; the executor calls it after
+  ``populate_workspace`` (or after ``setup`` when there is nothing to copy), so that a
+  failure there still means the run could not begin. ``start`` and ``prepare`` wait for it
+  too, and ``destroy`` lets it finish before removing anything. Idempotent.
+* ``prepare(plan, step) -> None``: create the step's container (not start it) ahead of
+  ``start``, while the steps it depends on still run. Best effort and idempotent: it never
+  raises, and does nothing when it cannot help (an image to pull, a step already started or
+  stopped, a destroyed run). ``start`` uses the prepared container only if it was made from
+  the same ``ContainerSpec``; otherwise (a step started after a failure gets another
+  environment) it discards it and creates a new one. A prepared container that is never
+  started is removed by ``remove`` or ``destroy`` like any other container of the run.
 
 Output keeps stdout and stderr apart (``OutputChunk.stream``): the two are written by the
 process independently, so a stderr line may arrive in the middle of an unfinished stdout

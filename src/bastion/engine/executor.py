@@ -10,6 +10,16 @@ masked apart, each with its own decoder and ``MaskingStream``: a write on one st
 land in the middle of an unfinished line of the other, and masking them as one text would
 let it cut a secret in two unmasked pieces.
 
+Ahead of time: right after ``setup`` the services and the steps that depend on nothing,
+and later, while steps run, each step that waits only for running steps (in both cases only
+if its ``when`` matches as things stand) is handed once to the backend's optional
+``prepare``, which creates its container with the environment the step would get if it
+started now. If the step's spec differs when it does start (``DRONE_BUILD_STATUS`` after a
+failure), the backend discards that container and creates another; if it never starts,
+``destroy`` removes it. After ``setup`` (and ``populate_workspace``) the executor calls the
+optional ``ready``, so that work ``setup`` left in the background still fails the run
+before it begins.
+
 Stopping: a deadline (the plan's timeout) and a cancel event (Ctrl-C) are checked by the
 scheduling loop; either stops every running container and skips what has not started.
 Whatever happens (success, failure, timeout, cancel, a backend error, an exception in a
@@ -167,9 +177,14 @@ class Executor:
         self._results: dict[str, StepResult] = {}
         self._started: set[str] = set()  # steps whose container has started (or failed to)
         self._threads: list[threading.Thread] = []
+        # Set by each step's thread once the step is reported finished; its container is
+        # removed after that, while the next steps (or destroy) go on.
+        self._reported: list[threading.Event] = []
         self._stopping = False
         self._finishing = False  # the pipeline is over: detached steps are being stopped
         self._stopped_steps: set[str] = set()
+        self._prepared: set[str] = set()  # steps handed to the backend's prepare()
+        self._prepare_threads: list[threading.Thread] = []
 
     # -- public ----------------------------------------------------------------------------
 
@@ -189,8 +204,15 @@ class Executor:
             self._results[step.name] = StepResult(step.name, step.kind)
         try:
             self.backend.setup(plan)
+            with self._lock:  # their containers are made while the workspace is copied
+                first = replace(match, status="success")
+                steps = [s for s in plan.steps if not s.depends_on and when_matches(s.when, first)]
+                self._prepare(plan, [*plan.services, *steps])
             if workspace is not None:
                 self.backend.populate_workspace(plan, workspace)
+            ready: Callable[[Plan], None] | None = getattr(self.backend, "ready", None)
+            if ready is not None:  # optional: setup may finish its work in the background
+                ready(plan)
             for service in plan.services:
                 self._launch(plan, service)
             reason = self._schedule(plan, match, deadline, cancel)
@@ -255,11 +277,51 @@ class Executor:
                         self.reporter.step_finished(step, r)
                         continue
                     self._launch(plan, self._with_failure_env(plan, step) if failing else step)
+                self._prepare_upcoming(plan, pending, match, failing)
                 if not pending and all(
                     self._results[s.name].state.done or s.detach for s in plan.steps
                 ):
                     return ""
                 self._lock.wait(self.poll_interval)
+
+    def _upcoming(self, step: StepPlan, plan: Plan) -> bool:
+        """Whether ``step`` waits only for steps whose containers run now (lock held)."""
+        waiting = False
+        for dep in step.depends_on:
+            state = self._results[dep].state
+            if state is State.RUNNING and dep in self._started:
+                waiting = True
+            elif not (state.done or (plan.step(dep).detach and dep in self._started)):
+                return False
+        return waiting
+
+    def _prepare_upcoming(
+        self, plan: Plan, pending: list[StepPlan], match: MatchContext, failing: bool
+    ) -> None:
+        """Hand the steps that can start as soon as the running ones end to the backend's
+        optional ``prepare``, each once, in a thread of its own (lock held)."""
+        ctx = replace(match, status="failure" if failing else "success")
+        upcoming = [s for s in pending if s.name not in self._prepared and self._upcoming(s, plan)]
+        self._prepared.update(s.name for s in upcoming)
+        # (a step whose when does not match as things stand would be skipped)
+        upcoming = [s for s in upcoming if when_matches(s.when, ctx)]
+        self._prepare(plan, [self._with_failure_env(plan, s) if failing else s for s in upcoming])
+
+    def _prepare(self, plan: Plan, steps: list[StepPlan]) -> None:
+        """Hand ``steps`` to the backend's optional ``prepare``, each in a thread of its own."""
+        prepare: Callable[[Plan, StepPlan], None] | None = getattr(self.backend, "prepare", None)
+        if prepare is None or self._stopping:
+            return
+        for target in steps:
+            self._prepared.add(target.name)
+            thread = threading.Thread(
+                target=_best_effort,
+                args=(prepare, plan, target),
+                name=f"prepare-{target.name}",
+                daemon=True,
+            )
+            self._prepare_threads.append(thread)
+            thread.start()
 
     def _with_failure_env(self, plan: Plan, step: StepPlan) -> StepPlan:
         """Steps that run after a failure see it in DRONE_BUILD_STATUS, as in Drone."""
@@ -288,13 +350,18 @@ class Executor:
         r = self._results[step.name]
         r.state = State.RUNNING
         r.started = self.clock()
+        reported = threading.Event()
         thread = threading.Thread(
-            target=self._run_step, args=(plan, step), name=f"step-{step.name}", daemon=True
+            target=self._run_step,
+            args=(plan, step, reported),
+            name=f"step-{step.name}",
+            daemon=True,
         )
         self._threads.append(thread)
+        self._reported.append(reported)
         thread.start()
 
-    def _run_step(self, plan: Plan, step: StepPlan) -> None:
+    def _run_step(self, plan: Plan, step: StepPlan, reported: threading.Event) -> None:
         r = self._results[step.name]
         self.reporter.step_started(step)
         exit_: StepExit | None = None
@@ -355,8 +422,12 @@ class Executor:
             ):
                 self._stop_all(plan, f"failure: fast after {step.name!r} failed")
             self._lock.notify_all()
-        self.reporter.step_finished(step, r)
-        # destroy() at the end removes anything left behind
+        try:
+            self.reporter.step_finished(step, r)
+        finally:
+            reported.set()
+        # destroy() at the end removes anything left behind (it may already run: the
+        # teardown does not wait for this removal, and both are safe to race)
         with suppress(BackendError):
             self.backend.remove(plan, step)
 
@@ -385,7 +456,9 @@ class Executor:
         for step in detached:
             self._stop(plan, step)
         deadline = time.monotonic() + self.stop_grace
-        for thread in self._threads:
+        for reported in self._reported:
+            reported.wait(max(0.0, deadline - time.monotonic()))
+        for thread in self._prepare_threads:
             thread.join(max(0.0, deadline - time.monotonic()))
         with self._lock:
             for step in detached:
@@ -396,6 +469,8 @@ class Executor:
         # Leftovers are labelled; the next run and `bastion exec --cleanup` remove them.
         with suppress(BackendError):
             self.backend.destroy(plan)
+        for thread in self._threads:  # the last removals, which raced destroy()
+            thread.join(max(0.0, deadline - time.monotonic()))
 
     def _pipeline_state(self, plan: Plan, reason: str, cancel: threading.Event) -> State:
         if reason == "cancelled" or cancel.is_set():
@@ -403,3 +478,10 @@ class Executor:
         if reason.startswith("timed out"):
             return State.FAILURE
         return State.FAILURE if self._pipeline_failing(plan) else State.SUCCESS
+
+
+def _best_effort(prepare: Callable[[Plan, StepPlan], None], plan: Plan, step: StepPlan) -> None:
+    """Call a backend's ``prepare``: it should never raise, and if it does anyway, ``start``
+    does the work again and reports what fails."""
+    with suppress(Exception):
+        prepare(plan, step)

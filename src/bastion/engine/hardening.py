@@ -17,11 +17,13 @@ AUDIT_WRITE, SETFCAP (file capabilities, a privilege-escalation path) and SETPCA
 from __future__ import annotations
 
 import json
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
-from pydantic import AliasChoices, Field, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 DEFAULT_CAPABILITIES: tuple[str, ...] = (
     "CHOWN",  # chown files in the workspace (npm, pip, apt)
@@ -131,37 +133,63 @@ class SettingsError(ValueError):
     """A hardening setting has a value Bastion cannot use; the message names the variable."""
 
 
-def load_hardening() -> Hardening:
-    """The hardening from the environment, or ``SettingsError`` naming each bad variable."""
+def load_hardening(environ: Mapping[str, str] | None = None) -> Hardening:
+    """The hardening from the environment (``os.environ`` by default), or ``SettingsError``
+    naming each bad variable."""
+    sources = HardeningSettings.sources(os.environ if environ is None else environ)
     try:
-        return HardeningSettings().to_hardening()
+        settings = HardeningSettings.model_validate(
+            {name: value for name, (_, value) in sources.items()}
+        )
     except ValidationError as exc:
         problems = []
         for error in exc.errors():
-            name = "BASTION_" + str(error["loc"][0]).upper() if error["loc"] else "BASTION_*"
+            field_name = str(error["loc"][0]) if error["loc"] else ""
+            variable = sources[field_name][0] if field_name in sources else "BASTION_*"
             message = str(error["msg"]).removeprefix("Value error, ")
-            problems.append(f"{name}: {message}")
+            problems.append(f"{variable}: {message}")
         raise SettingsError("; ".join(problems)) from None
+    return settings.to_hardening()
 
 
-class HardeningSettings(BaseSettings):
-    """``BASTION_*`` variables (with Drone's runner names as aliases) → ``Hardening``."""
+class HardeningSettings(BaseModel):
+    """``BASTION_*`` variables (with Drone's runner names as aliases) → ``Hardening``.
 
-    model_config = SettingsConfigDict(env_prefix="BASTION_", extra="ignore")
+    A plain pydantic model fed from the environment by ``sources``, as pydantic-settings
+    would (names case-insensitive, ``BASTION_`` prefix, unknown variables ignored); not
+    ``pydantic_settings.BaseSettings`` itself, whose import (asyncio, argparse, ...) costs
+    every ``bastion exec`` about 20 ms of start-up.
+    """
+
+    model_config = ConfigDict(extra="ignore")
 
     cap_add: str = Field(default=",".join(DEFAULT_CAPABILITIES))
     no_new_privileges: bool = True
     seccomp: str = ""
     pids_limit: int = Field(default=1024, ge=16)
-    memory_limit: int = Field(
-        default=2 * GIB,
-        ge=16 * MIB,
-        validation_alias=AliasChoices("BASTION_MEMORY_LIMIT", "DRONE_MEMORY_LIMIT"),
-    )
+    memory_limit: int = Field(default=2 * GIB, ge=16 * MIB)
     max_memory_limit: int = Field(default=8 * GIB, ge=16 * MIB)
     cpus: float = Field(default=2.0, gt=0)
     read_only_rootfs: bool = False
     tmp_size: int = Field(default=512 * MIB, ge=MIB)
+
+    # The variables a field is read from, first found wins; by default BASTION_<FIELD>.
+    ALIASES: ClassVar[Mapping[str, tuple[str, ...]]] = {
+        "memory_limit": ("BASTION_MEMORY_LIMIT", "DRONE_MEMORY_LIMIT"),
+    }
+
+    @classmethod
+    def sources(cls, environ: Mapping[str, str]) -> dict[str, tuple[str, str]]:
+        """field → (the variable it is set by, its value), for the fields that are set.
+        Variable names are matched without regard to case, as pydantic-settings does."""
+        lowered = {key.lower(): value for key, value in environ.items()}
+        found: dict[str, tuple[str, str]] = {}
+        for name in cls.model_fields:
+            for variable in cls.ALIASES.get(name, (f"BASTION_{name.upper()}",)):
+                if variable.lower() in lowered:
+                    found[name] = (variable, lowered[variable.lower()])
+                    break
+        return found
 
     @field_validator("seccomp")
     @classmethod

@@ -81,12 +81,14 @@ def backend(docker_client: docker.DockerClient) -> DockerBackend:
 
 @pytest.fixture
 def run(backend: DockerBackend, docker_sweeper: Track) -> Iterator[Callable[[Plan], Plan]]:
-    """``run(plan)``: set the plan up now, destroy it (and sweep by label) at teardown."""
+    """``run(plan)``: set the plan up now (the network too: ``ready``), destroy it (and sweep
+    by label) at teardown."""
     plans: list[Plan] = []
 
     def setup(plan: Plan) -> Plan:
         plans.append(docker_sweeper(plan))
         backend.setup(plan)
+        backend.ready(plan)
         return plan
 
     yield setup

@@ -406,3 +406,86 @@ def test_when_the_run_cannot_begin_every_step_is_reported_skipped(where: str) ->
         assert "the engine said no" in result.reason
     else:
         assert "no image of run" in result.reason
+
+
+# -- ahead of time: ready and prepare (optional backend methods) ------------------------------
+
+
+def test_ready_is_called_once_setup_and_the_workspace_copy_are_done() -> None:
+    text = "kind: pipeline\nsteps:\n" + step("a")
+    _, _, backend = run(text, workspace={"f": "x"})
+    methods = [c.method for c in backend.calls if c.method != "prepare"]
+    assert methods[:4] == ["setup", "populate_workspace", "ready", "start"]
+
+
+def test_a_failing_ready_means_the_run_could_not_begin() -> None:
+    class NotReady(FakeBackend):
+        def ready(self, plan: Plan) -> None:
+            raise BackendError("no address pool left for the network")
+
+    result, rec, _ = run("kind: pipeline\nsteps:\n" + step("a"), backend=NotReady())
+    assert result.state is State.ERROR
+    assert "no address pool" in result.reason
+    assert states(result) == {"a": State.SKIPPED}
+    assert not [e for e in rec.events if e[0] == "start"]
+
+
+def test_each_step_is_prepared_once_the_first_during_setup_the_next_while_one_runs() -> None:
+    text = "kind: pipeline\nsteps:\n" + step("a", sleep=0.1) + step("b", sleep=0.1) + step("c")
+    result, _, backend = run(text, workspace={"f": "x"})
+    assert result.state is State.SUCCESS
+    assert [c.step for c in backend.calls_of("prepare")] == ["a", "b", "c"]
+    methods = [c.method for c in backend.calls]
+    assert methods.index("prepare") < methods.index("populate_workspace")  # "a", meanwhile
+    order = [(c.method, c.step) for c in backend.calls if c.method in ("prepare", "start")]
+    assert order.index(("prepare", "b")) < order.index(("start", "b"))
+    assert [s.alias for s in backend.started] == ["a", "b", "c"]
+
+
+def test_a_step_whose_when_does_not_match_is_not_prepared() -> None:
+    text = (
+        "kind: pipeline\nsteps:\n"
+        + step("a", sleep=0.1)
+        + step("on-failure", extra=", when: {status: [failure]}")
+    )
+    result, _, backend = run(text)
+    assert states(result) == {"a": State.SUCCESS, "on-failure": State.SKIPPED}
+    assert [c.step for c in backend.calls_of("prepare")] == ["a"]
+
+
+def test_a_prepare_that_raises_changes_nothing() -> None:
+    class Broken(FakeBackend):
+        def prepare(self, plan: Plan, step: StepPlan) -> None:
+            raise RuntimeError("a bug in prepare")
+
+    text = "kind: pipeline\nsteps:\n" + step("a", sleep=0.05) + step("b", output="b ran")
+    result, rec, _ = run(text, backend=Broken())
+    assert states(result) == {"a": State.SUCCESS, "b": State.SUCCESS}
+    assert rec.text("b", "stdout") == "b ran\n"
+
+
+def test_a_backend_without_the_optional_methods_still_runs_everything() -> None:
+    class Plain(FakeBackend):
+        def __getattribute__(self, name: str) -> object:
+            if name in ("ready", "prepare"):
+                raise AttributeError(name)
+            return super().__getattribute__(name)
+
+    text = "kind: pipeline\nsteps:\n" + step("a", sleep=0.05) + step("b")
+    result, _, _ = run(text, backend=Plain(), workspace={"f": "x"})
+    assert states(result) == {"a": State.SUCCESS, "b": State.SUCCESS}
+
+
+def test_a_step_prepared_before_a_failure_starts_with_the_failure_environment() -> None:
+    text = (
+        "kind: pipeline\nsteps:\n"
+        + step("fails", sleep=0.1, exit=1)
+        + step("slow", sleep=0.4)
+        + step("after", extra=", depends_on: [slow], when: {status: [success, failure]}")
+    )
+    result, _, backend = run(text)
+    assert states(result) == {"fails": State.FAILURE, "slow": State.SUCCESS, "after": State.SUCCESS}
+    assert sorted(c.step for c in backend.calls_of("prepare")) == ["after", "fails", "slow"]
+    after = next(s for s in backend.started if s.alias == "after")
+    assert after.env["DRONE_BUILD_STATUS"] == "failure"
+    assert after.env["DRONE_FAILED_STEPS"] == "fails"

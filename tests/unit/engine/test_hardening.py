@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -74,3 +76,40 @@ def test_custom_seccomp_profile_is_passed_as_json(
     (no_new_privs, seccomp) = h.security_opt()
     assert no_new_privs == "no-new-privileges:true"
     assert json.loads(seccomp.removeprefix("seccomp=")) == {"defaultAction": "SCMP_ACT_ERRNO"}
+
+
+@pytest.mark.parametrize("name", ["BASTION_MEMORY_LIMIT", "DRONE_MEMORY_LIMIT"])
+def test_an_invalid_memory_limit_names_the_variable_it_came_from(
+    monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    for other in ("BASTION_MEMORY_LIMIT", "DRONE_MEMORY_LIMIT"):
+        monkeypatch.delenv(other, raising=False)
+    monkeypatch.setenv(name, "lots")
+    with pytest.raises(SettingsError, match=f"^{name}: Input should be a valid integer"):
+        load_hardening()
+
+
+def test_bastion_memory_limit_wins_over_drones(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BASTION_MEMORY_LIMIT", str(256 << 20))
+    monkeypatch.setenv("DRONE_MEMORY_LIMIT", str(512 << 20))
+    assert load_hardening().mem_limit == 256 << 20
+
+
+def test_variable_names_are_not_case_sensitive_and_errors_are_collected() -> None:
+    environ = {"bastion_pids_limit": "64", "Bastion_Cpus": "0", "BASTION_SECCOMP": "unconfined"}
+    with pytest.raises(SettingsError) as raised:
+        load_hardening(environ)
+    message = str(raised.value)
+    assert message.startswith("BASTION_SECCOMP: unconfined turns the system-call filter off")
+    assert message.endswith("; BASTION_CPUS: Input should be greater than 0")
+    assert load_hardening({"bastion_pids_limit": "64"}).pids_limit == 64
+
+
+def test_loading_the_settings_does_not_import_pydantic_settings() -> None:
+    # pydantic-settings costs every `bastion exec` about 20 ms of start-up (asyncio, ...).
+    code = (
+        "import sys; from bastion.engine.hardening import load_hardening; load_hardening(); "
+        "print('pydantic_settings' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"
