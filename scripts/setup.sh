@@ -117,6 +117,10 @@ if [ "$wanted" != "$installed" ] || [ ! -x "$VENV/bin/bastion" ]; then
 else
   log "python packages: up to date with pyproject.toml"
 fi
+# Byte-compile Bastion's own modules: with an editable install and PYTHONDONTWRITEBYTECODE set
+# (as on these machines), every `bastion` command would otherwise compile them again, about
+# 50 ms each start. Python still reads .pyc files when that variable is set. Cheap when fresh.
+"$VENV/bin/python" -m compileall -q "$REPO/src" >/dev/null || true
 
 # -- 4. Docker engine -------------------------------------------------------------------------
 # A non-root user without access to a running engine's socket would otherwise make
