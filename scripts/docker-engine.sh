@@ -31,7 +31,13 @@ fi
 
 log "starting dockerd (log: $STATE_DIR/dockerd.log)"
 # setsid: the engine must outlive this script and the shell that called it.
-as_root setsid dockerd --host unix:///var/run/docker.sock >"$STATE_DIR/dockerd.log" 2>&1 < /dev/null &
+# Called directly (not through the as_root function, which would run in a subshell) so that
+# $! is dockerd's own PID, the one to stop it by.
+if [ "$(id -u)" -eq 0 ]; then
+  setsid dockerd --host unix:///var/run/docker.sock >"$STATE_DIR/dockerd.log" 2>&1 </dev/null &
+else
+  sudo setsid dockerd --host unix:///var/run/docker.sock >"$STATE_DIR/dockerd.log" 2>&1 </dev/null &
+fi
 echo $! >"$STATE_DIR/dockerd.pid"
 
 for _ in $(seq 1 120); do
