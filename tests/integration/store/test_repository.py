@@ -23,7 +23,7 @@ from bastion.store.engine import create_engine
 from bastion.store.types import NewBuild, NewStage, Repo, Scope, Stage, StageKey, Status
 
 T = TypeVar("T")
-HEAD = "0002"
+HEAD = "0004"
 LEASE = hash_token("lease-1")
 OTHER_LEASE = hash_token("lease-2")
 

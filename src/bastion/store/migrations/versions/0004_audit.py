@@ -1,0 +1,23 @@
+"""Audit events, and the key ids of encrypted values (for ``bastion secret rekey``).
+
+Revision ID: 0004
+Revises: 0003
+Create Date: 2026-11-26
+
+(Being written in this session by the audit / rekey work; until then it changes nothing.)
+"""
+
+from __future__ import annotations
+
+revision = "0004"
+down_revision = "0003"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    pass
+
+
+def downgrade() -> None:
+    pass
