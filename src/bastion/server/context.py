@@ -18,6 +18,7 @@ from fastapi import Request
 from bastion.engine.hardening import Hardening
 from bastion.server.errors import Unavailable
 from bastion.server.forges import FileSource, ForgeAccess
+from bastion.server.services.audit import AuditLog
 from bastion.server.services.builds import BuildService
 from bastion.server.services.events import BuildEvent, EventBroker
 from bastion.server.services.logs import DatabaseLogBackend, FileLogBackend, LogService
@@ -46,6 +47,8 @@ class ServerContext:
     scheduler: Scheduler
     trigger: TriggerService
     clock: Callable[[], float]
+    # Audit events (secret changes and deliveries, detected credentials, key rotation).
+    audit: AuditLog
     # Set when the server shuts down: live streams end (created on the serving loop).
     shutdown_event: anyio.Event | None = field(default=None)
     # True once the HTTP server is asked to stop (set by ``serve``): long-polls answer "no
@@ -75,6 +78,7 @@ def build_context(
     events = EventBroker()
     scheduler_wakeups = Wakeups()
     log_wakeups = Wakeups()
+    audit = AuditLog(store)
     secrets = StageSecrets(settings, store)
 
     def build_event(repo: Repo, build: Build) -> BuildEvent:
@@ -117,6 +121,7 @@ def build_context(
         scheduler=scheduler,
         trigger=trigger,
         clock=clock,
+        audit=audit,
     )
 
 

@@ -297,3 +297,26 @@ class DeliveryRow(Base):
     forge: Mapped[str] = mapped_column(String(32))
     delivery_id: Mapped[str] = mapped_column(String(NAME))
     received: Mapped[int] = mapped_column(BigInteger, index=True)
+
+
+class AuditEventRow(Base):
+    """One audit event (migration 0004): who did what to which secret, repository or build.
+
+    Never holds a secret value: ``detail`` is metadata (counts, names, reasons) only. The
+    context columns are plain strings and numbers, not foreign keys, so an event outlives the
+    repository, build or runner it names (deleting a repository must not erase its history).
+    """
+
+    __tablename__ = "audit_events"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    created: Mapped[int] = mapped_column(BigInteger, index=True)
+    kind: Mapped[str] = mapped_column(String(64), index=True)
+    actor: Mapped[str] = mapped_column(String(NAME), default="")
+    repo: Mapped[str] = mapped_column(String(2 * NAME + 1), default="", index=True)
+    build: Mapped[int | None] = mapped_column(default=None)
+    stage: Mapped[int | None] = mapped_column(default=None)
+    step: Mapped[str] = mapped_column(String(NAME), default="")
+    runner: Mapped[str] = mapped_column(String(NAME), default="")
+    secret: Mapped[str] = mapped_column(String(NAME), default="")
+    detail: Mapped[dict[str, Any]] = mapped_column(default=dict)

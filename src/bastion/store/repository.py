@@ -43,6 +43,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from bastion.crypto import DecryptError, SecretBox, tokens_equal
 from bastion.store import _convert, migrate
+from bastion.store.audit_store import AuditStore
 from bastion.store.engine import WRITE_OPTION, create_engine, is_memory_sqlite, normalize_url
 from bastion.store.errors import Conflict, NotFound, StoreError
 from bastion.store.models import (
@@ -109,7 +110,7 @@ _Row = TypeVar("_Row", bound=Base)
 _MIGRATING = threading.Lock()
 
 
-class Store:
+class Store(AuditStore):
     """Bastion's persistent state in SQLite or PostgreSQL (see the module docstring)."""
 
     def __init__(

@@ -113,6 +113,41 @@ class RepoSecret:
     pull_request: bool  # pull_request builds (never forks') may receive it
     created: int
     updated: int
+    branches: tuple[str, ...] = ()  # globs of target branches; () = every branch
+    events: tuple[str, ...] = ()  # build events; () = every event
+    images: tuple[str, ...] = ()  # globs of images; non-empty = plugin steps of those images
+    last_used: int = 0  # when a stage last received it (0 = never)
+    last_build: str = ""  # which build: "owner/name#number"
+
+
+SECRET_SCOPES: Final = ("repo", "org", "global")
+
+
+@dataclass(frozen=True)
+class SecretFilters:
+    """Who may receive a secret, beyond its scope: empty tuples mean "no restriction".
+    ``pull_request``: pull_request builds may receive it (a fork's never)."""
+
+    branches: tuple[str, ...] = ()
+    events: tuple[str, ...] = ()
+    images: tuple[str, ...] = ()
+    pull_request: bool = False
+
+
+@dataclass(frozen=True)
+class SharedSecret:
+    """An organisation (``scope == "org"``, ``namespace`` = the repositories' owner) or global
+    (``scope == "global"``, ``namespace == ""``) secret, apart from its value."""
+
+    id: int
+    scope: str
+    namespace: str
+    name: str
+    filters: SecretFilters
+    created: int
+    updated: int
+    last_used: int = 0
+    last_build: str = ""
 
 
 @dataclass(frozen=True)
@@ -266,3 +301,37 @@ class NewBuild:
     error: str = ""
     parent: int = 0
     params: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class AuditEvent:
+    """One audit event: ``kind`` (dotted, e.g. ``secret.delivered``), when, by whom, and the
+    repository (``owner/name``), build number, stage number, step, runner and secret name it
+    concerns ("" / None when not applicable). ``detail`` is metadata, never a secret value."""
+
+    id: int
+    created: int
+    kind: str
+    actor: str = ""
+    repo: str = ""
+    build: int | None = None
+    stage: int | None = None
+    step: str = ""
+    runner: str = ""
+    secret: str = ""
+    detail: dict[str, object] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class AuditQuery:
+    """Filters of ``Store.list_audit_events``: ``kind`` is a prefix (``secret.`` matches every
+    secret event); ``after_id`` pages backwards (events with a smaller id, newest first)."""
+
+    kind: str = ""
+    repo: str = ""
+    build: int | None = None
+    secret: str = ""
+    since: int | None = None
+    until: int | None = None
+    before_id: int | None = None
+    limit: int = 100
