@@ -31,6 +31,7 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import (
@@ -157,6 +158,25 @@ class ServerSettings(BaseSettings):
     )
     gitlab_token: SecretStr = SecretStr("")
     webhook_secret: SecretStr = SecretStr("")  # fallback for repositories without their own
+
+    # External secrets (``kind: secret`` documents): a provider speaking Drone's secret
+    # extension protocol (bastion.server.services.secret_providers). Off when no endpoint.
+    secret_plugin_endpoint: str = Field(
+        default="",
+        validation_alias=_alias("BASTION_SECRET_PLUGIN_ENDPOINT", "DRONE_SECRET_PLUGIN_ENDPOINT"),
+    )
+    secret_plugin_token: SecretStr = Field(
+        default=SecretStr(""),
+        validation_alias=_alias("BASTION_SECRET_PLUGIN_TOKEN", "DRONE_SECRET_PLUGIN_TOKEN"),
+    )
+    secret_plugin_skip_verify: bool = Field(
+        default=False,
+        validation_alias=_alias(
+            "BASTION_SECRET_PLUGIN_SKIP_VERIFY", "DRONE_SECRET_PLUGIN_SKIP_VERIFY"
+        ),
+    )
+    secret_plugin_ca_cert: Path | None = None  # a private CA that signed the provider's cert
+    secret_plugin_timeout: float = Field(default=10.0, gt=0, le=60)
 
     @classmethod
     def settings_customise_sources(
@@ -298,6 +318,7 @@ class ServerSettings(BaseSettings):
             )
         if self.public_url and not self.public_url.startswith(("http://", "https://")):
             problems.append("BASTION_PUBLIC_URL must start with http:// or https://")
+        problems.extend(self._secret_plugin_problems())
         url = self.effective_database_url
         if not url.startswith(("sqlite:", "postgresql")):
             problems.append(
@@ -307,6 +328,42 @@ class ServerSettings(BaseSettings):
         if problems:
             raise SettingsError(problems)
 
+    def _secret_plugin_problems(self) -> list[str]:
+        # The provider's replies carry secret values and its token lets anyone ask for
+        # them: TLS off loopback, a strong token (a weak one only with --dev).
+        endpoint = self.secret_plugin_endpoint.strip()
+        if not endpoint:
+            return []
+        problems: list[str] = []
+        name = "BASTION_SECRET_PLUGIN_ENDPOINT (or DRONE_SECRET_PLUGIN_ENDPOINT)"
+        scheme, _, rest = endpoint.partition("://")
+        host = urlsplit(endpoint).hostname or ""
+        if scheme not in {"http", "https"} or not rest or not host:
+            problems.append(f"{name} must be an http:// or https:// URL with a host")
+        elif scheme == "http" and not _is_loopback(host):
+            problems.append(
+                f"{name} uses plain HTTP to {host}, which is not a loopback address: the "
+                "provider's replies hold secret values; use https://"
+            )
+        token_problem = secret_strength_problem(self.secret_plugin_token.get_secret_value())
+        if token_problem and (not self.dev or not self.secret_plugin_token.get_secret_value()):
+            problems.append(
+                f"BASTION_SECRET_PLUGIN_TOKEN (or DRONE_SECRET_PLUGIN_TOKEN) {token_problem}: "
+                f"it signs requests for secret values and must be at least {SECRET_BYTES} "
+                f"random bytes; {_GENERATE_HINT}, and give the provider the same value"
+            )
+        if self.secret_plugin_skip_verify and not self.dev:
+            problems.append(
+                "BASTION_SECRET_PLUGIN_SKIP_VERIFY would accept any certificate for the "
+                "secret provider (anyone in between reads the secrets); set "
+                "BASTION_SECRET_PLUGIN_CA_CERT to the CA that signed it instead (allowed "
+                "only with --dev)"
+            )
+        ca = self.secret_plugin_ca_cert
+        if ca is not None and not ca.is_file():
+            problems.append(f"BASTION_SECRET_PLUGIN_CA_CERT: {ca} is not a readable file")
+        return problems
+
     def notices(self) -> list[str]:
         """Things worth saying at start-up that do not stop it."""
         out: list[str] = []
@@ -315,6 +372,11 @@ class ServerSettings(BaseSettings):
                 "DRONE_USER_CREATE is ignored: Bastion creates its bootstrap admin 'admin' "
                 "itself and never opens registration; create users with `bastion user add`"
             )
+        if self.dev and self.secret_plugin_endpoint.strip():
+            if secret_strength_problem(self.secret_plugin_token.get_secret_value()):
+                out.append("--dev: the secret provider's token is weak; refused without --dev")
+            if self.secret_plugin_skip_verify:
+                out.append("--dev: the secret provider's certificate is not verified")
         if self.lease_seconds > MAX_DEFAULT_LEASE_SECONDS:
             out.append(
                 f"BASTION_LEASE_SECONDS is {self.lease_seconds}: a stage of a runner that "

@@ -16,9 +16,17 @@ without it.
 
 from __future__ import annotations
 
+import json
+import ssl
+import threading
 from dataclasses import dataclass
+from http import HTTPStatus
 from typing import Protocol
 
+import httpx
+
+from bastion.crypto.http_signatures import sign_request
+from bastion.server.settings import ServerSettings
 from bastion.store.types import Build, Repo
 
 
@@ -59,3 +67,255 @@ class SecretProvider(Protocol):
         """The secret, ``None`` when the provider has none; :class:`SecretProviderError`
         when it cannot answer."""
         ...
+
+
+# -- the HTTP provider: Drone's secret extension protocol ---------------------------------------
+
+DRONE_SECRET_V1 = "application/vnd.drone.secret.v1+json"  # noqa: S105 - a media type
+MAX_REPLY_BYTES = 1 << 20  # a reply holds one secret; more is a broken or hostile provider
+_ERROR_TEXT_CHARS = 200
+
+
+class HttpSecretProvider:
+    """Asks an HTTP endpoint compatible with Drone's secret extensions (drone-vault,
+    drone-kubernetes-secrets, anything built on drone-go's ``plugin/secret``).
+
+    One signed ``POST`` per lookup (:func:`bastion.crypto.http_signatures.sign_request`:
+    Drone's signature plus a nonce) with the JSON body ``{"path", "name", "repo", "build"}``
+    — ``name`` is the document's ``get.name``, as Drone sends it; ``repo`` and ``build``
+    have Drone's field names. The reply is Drone's secret object: ``data`` (the value),
+    ``pull`` / ``pull_request`` and ``fork``. 404, 204 and an empty ``data`` mean "no such
+    secret"; anything else that is not a 200 with a usable body is a
+    :class:`SecretProviderError`. Redirects are not followed.
+
+    ``timeout`` bounds the whole lookup as the caller sees it: the exchange runs in a
+    daemon thread that the caller stops waiting for when the time is up (the thread itself
+    ends within its own HTTP timeouts). A fork build's lookup is never sent.
+    """
+
+    def __init__(
+        self,
+        endpoint: str,
+        token: str,
+        *,
+        timeout: float = 10.0,
+        verify: bool | ssl.SSLContext = True,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        if not token:
+            raise ValueError("the secret provider needs a token to sign its requests")
+        self._endpoint = endpoint
+        self._key = token.encode("utf-8")  # Drone signs with the token's bytes as given
+        self._timeout = timeout
+        self._verify = verify
+        self._transport = transport
+
+    def __repr__(self) -> str:
+        return f"HttpSecretProvider({self._endpoint!r})"
+
+    def find(self, request: ExternalSecretRequest) -> ExternalSecret | None:
+        if request.build.fork:
+            # Never even ask: the request would tell the provider a fork wants the secret.
+            return None
+        body = json.dumps(
+            {
+                "path": request.path,
+                "name": request.key,
+                "repo": drone_repo(request.repo),
+                "build": drone_build(request.build),
+            },
+            separators=(",", ":"),
+        ).encode("utf-8")
+        outcome: list[ExternalSecret | SecretProviderError | None] = []
+
+        def run() -> None:
+            try:
+                outcome.append(self._exchange(request.name, body))
+            except SecretProviderError as exc:
+                outcome.append(exc)
+            except Exception as exc:  # a bug must not leave the caller waiting
+                outcome.append(_unavailable(request.name, type(exc).__name__))
+
+        worker = threading.Thread(target=run, name="secret-provider", daemon=True)
+        worker.start()
+        worker.join(self._timeout)
+        if not outcome:
+            raise _unavailable(request.name, f"no answer within {self._timeout:g} s")
+        result = outcome[0]
+        if isinstance(result, SecretProviderError):
+            raise result
+        return result
+
+    def _exchange(self, name: str, body: bytes) -> ExternalSecret | None:
+        headers = sign_request(self._key, body, accept=DRONE_SECRET_V1)
+        try:
+            with (
+                httpx.Client(
+                    verify=self._verify,
+                    timeout=self._timeout,
+                    follow_redirects=False,
+                    transport=self._transport,
+                ) as client,
+                client.stream("POST", self._endpoint, content=body, headers=headers) as reply,
+            ):
+                data = _read_limited(reply)
+                status = reply.status_code
+                encoding = reply.headers.get("content-encoding", "identity").lower()
+        except httpx.TimeoutException:
+            raise _unavailable(name, f"no answer within {self._timeout:g} s") from None
+        except httpx.HTTPError as exc:
+            raise _unavailable(name, _transport_reason(exc)) from None
+        if status in {HTTPStatus.NOT_FOUND, HTTPStatus.NO_CONTENT}:
+            return None
+        if status != HTTPStatus.OK:
+            text = _printable(data.decode("utf-8", "replace"))
+            raise _status_error(name, status, text)
+        if encoding not in {"identity", ""}:
+            raise _unavailable(name, f"the reply is {encoding}-encoded, not plain JSON")
+        return _parse_reply(name, data)
+
+
+def provider_from_settings(settings: ServerSettings) -> SecretProvider | None:
+    """The HTTP provider the settings configure, None when no endpoint is set (settings are
+    validated first: ``ServerSettings.validate_security`` refuses weak or plain values)."""
+    endpoint = settings.secret_plugin_endpoint.strip()
+    if not endpoint:
+        return None
+    verify: bool | ssl.SSLContext = True
+    if settings.secret_plugin_skip_verify:
+        verify = False
+    elif settings.secret_plugin_ca_cert is not None:
+        verify = ssl.create_default_context(cafile=str(settings.secret_plugin_ca_cert))
+    return HttpSecretProvider(
+        endpoint,
+        settings.secret_plugin_token.get_secret_value(),
+        timeout=settings.secret_plugin_timeout,
+        verify=verify,
+    )
+
+
+def drone_repo(repo: Repo) -> dict[str, object]:
+    """``repo`` with the field names of Drone's repository object."""
+    return {
+        "id": repo.id,
+        "uid": repo.forge_id,
+        "namespace": repo.owner,
+        "name": repo.name,
+        "slug": repo.slug,
+        "scm": "git",
+        "git_http_url": repo.http_url,
+        "git_ssh_url": repo.ssh_url,
+        "link": repo.link,
+        "default_branch": repo.default_branch,
+        "private": repo.private,
+        "visibility": repo.visibility,
+        "active": repo.active,
+        "config_path": repo.config_path,
+        "trusted": repo.trusted,
+        "protected": repo.protected,
+        "ignore_forks": repo.ignore_forks,
+        "ignore_pull_requests": repo.ignore_pulls,
+        "auto_cancel_pull_requests": repo.auto_cancel_pulls,
+        "auto_cancel_pushes": repo.auto_cancel_pushes,
+        "timeout": repo.timeout,
+        "counter": repo.counter,
+        "created": repo.created,
+        "updated": repo.updated,
+    }
+
+
+def drone_build(build: Build) -> dict[str, object]:
+    """``build`` with the field names of Drone's build object."""
+    return {
+        "id": build.id,
+        "repo_id": build.repo_id,
+        "trigger": build.trigger,
+        "number": build.number,
+        "parent": build.parent,
+        "status": str(build.status),
+        "error": build.error,
+        "event": build.event,
+        "action": build.action,
+        "link": build.link,
+        "timestamp": build.created,
+        "title": build.title,
+        "message": build.message,
+        "before": build.before,
+        "after": build.after,
+        "ref": build.ref,
+        "source_repo": build.source_repo,
+        "source": build.source,
+        "target": build.target,
+        "author_login": build.author_login,
+        "author_name": build.author_name,
+        "author_email": build.author_email,
+        "author_avatar": build.author_avatar,
+        "sender": build.sender,
+        "params": dict(build.params),
+        "cron": build.cron,
+        "deploy_to": build.deploy_to,
+        "started": build.started,
+        "finished": build.finished,
+        "created": build.created,
+        "updated": build.updated,
+    }
+
+
+def _unavailable(name: str, reason: str) -> SecretProviderError:
+    return SecretProviderError(f"secret {name!r}: secret provider unavailable ({reason})")
+
+
+def _status_error(name: str, status: int, text: str) -> SecretProviderError:
+    detail = f"HTTP {status}" + (f": {text}" if text else "")
+    if status == HTTPStatus.BAD_REQUEST:
+        # drone-go's handler answers 400 to a signature it does not accept.
+        detail += "; check that both sides have the same token"
+    elif 300 <= status < 400:
+        detail += "; redirects are not followed, set the final URL"
+    return _unavailable(name, detail)
+
+
+def _read_limited(reply: httpx.Response) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    for chunk in reply.iter_raw():
+        size += len(chunk)
+        if size > MAX_REPLY_BYTES:
+            raise httpx.DecodingError(f"the reply is larger than {MAX_REPLY_BYTES} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _parse_reply(name: str, data: bytes) -> ExternalSecret | None:
+    try:
+        reply = json.loads(data)
+    except (UnicodeDecodeError, ValueError):
+        raise _unavailable(name, "the reply is not JSON") from None
+    if not isinstance(reply, dict):
+        raise _unavailable(name, "the reply is not a JSON object")
+    value = reply.get("data", "")
+    if not isinstance(value, str):
+        raise _unavailable(name, "the reply's data is not a string")
+    if value == "":
+        return None
+    flags = {key: reply.get(key, False) for key in ("pull", "pull_request", "fork")}
+    if not all(isinstance(flag, bool) for flag in flags.values()):
+        raise _unavailable(name, "the reply's pull / pull_request / fork are not booleans")
+    return ExternalSecret(
+        value=value,
+        pull_request=bool(flags["pull"] or flags["pull_request"]),
+        fork=bool(flags["fork"]),
+    )
+
+
+def _transport_reason(exc: httpx.HTTPError) -> str:
+    if isinstance(exc, httpx.ConnectError):
+        return "cannot connect"
+    if isinstance(exc, httpx.DecodingError):
+        return str(exc)
+    return type(exc).__name__
+
+
+def _printable(text: str) -> str:
+    clean = "".join(ch if ch.isprintable() else " " for ch in text).strip()
+    return clean[:_ERROR_TEXT_CHARS]
