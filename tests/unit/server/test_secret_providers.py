@@ -219,7 +219,10 @@ def test_unusable_replies_are_provider_failures(
     provider, _ = provider_answering(status, body, headers)
     with pytest.raises(SecretProviderError) as caught:
         provider.find(request())
-    assert str(caught.value).startswith("secret 'docker_password': secret provider unavailable (")
+    assert caught.value.secret == "docker_password"
+    assert caught.value.message.startswith(
+        "secret 'docker_password': secret provider unavailable ("
+    )
     assert why in str(caught.value)
 
 

@@ -10,8 +10,9 @@ even asked for), a pull request build only when the provider's reply allows it.
 ``find`` returns ``None`` when the provider has no such secret, and raises
 :class:`SecretProviderError` when the provider cannot answer (unreachable, timed out, an
 error status, an unusable reply): the caller fails the steps that reference the secret with
-a message naming it and saying the provider is unavailable, rather than running them
-without it.
+a message naming it, saying the provider is unavailable and why ("secret 'x': the secret
+provider is unavailable: no answer within 10 s"), rather than running them without it. A
+lookup never takes longer than the provider's timeout, so neither does the stage's start.
 """
 
 from __future__ import annotations
@@ -31,7 +32,18 @@ from bastion.store.types import Build, Repo
 
 
 class SecretProviderError(Exception):
-    """The provider could not answer; the message names the secret and why, never a value."""
+    """The provider could not answer. ``str()`` is the reason alone (the caller's message
+    names the secret, as ``services.secrets`` does); :attr:`message` is a complete sentence
+    naming the secret. Neither ever holds a value."""
+
+    def __init__(self, secret: str, reason: str) -> None:
+        super().__init__(reason)
+        self.secret = secret
+        self.reason = reason
+
+    @property
+    def message(self) -> str:
+        return f"secret {self.secret!r}: secret provider unavailable ({self.reason})"
 
 
 @dataclass(frozen=True)
@@ -262,7 +274,7 @@ def drone_build(build: Build) -> dict[str, object]:
 
 
 def _unavailable(name: str, reason: str) -> SecretProviderError:
-    return SecretProviderError(f"secret {name!r}: secret provider unavailable ({reason})")
+    return SecretProviderError(name, reason)
 
 
 def _status_error(name: str, status: int, text: str) -> SecretProviderError:
