@@ -30,12 +30,12 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bastion import __version__
-from bastion.crypto import key_from_text
 from bastion.engine.hardening import Hardening, load_hardening
 from bastion.engine.hardening import SettingsError as HardeningError
 from bastion.server.api import api_router
 from bastion.server.bootstrap import ensure_admin, ensure_embedded_runner
 from bastion.server.context import ServerContext, build_context
+from bastion.server.database_keys import load_database_keys
 from bastion.server.errors import install_error_handlers
 from bastion.server.forges import FileSource
 from bastion.server.hooks import router as hooks_router
@@ -86,8 +86,13 @@ def create_app(
 
 def open_store(settings: ServerSettings, clock: Callable[[], float]) -> Store:
     settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    key = key_from_text(settings.database_secret.get_secret_value())
-    store = Store(settings.effective_database_url, secret_key=key, clock=clock)
+    keys = load_database_keys(settings)
+    store = Store(
+        settings.effective_database_url,
+        secret_key=keys.current,
+        previous_keys=keys.previous,
+        clock=clock,
+    )
     try:
         store.migrate()
     except BaseException:

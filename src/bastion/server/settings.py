@@ -41,7 +41,8 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
-from bastion.crypto import WeakKeyError, key_from_text, new_token
+from bastion.crypto import new_token
+from bastion.server.database_keys import database_key_problems
 from bastion.server.secret_files import read_secret_file, write_secret_file
 
 MIB = 1 << 20
@@ -122,6 +123,13 @@ class ServerSettings(BaseSettings):
         default=SecretStr(""),
         validation_alias=_alias("BASTION_DATABASE_SECRET", "DRONE_DATABASE_SECRET"),
     )
+    # The key as a file instead (mode 0600 or stricter), and previous keys that still decrypt
+    # values written before a rotation (bastion.server.database_keys, docs/operations.md).
+    database_secret_file: Path | None = None
+    database_secret_previous: SecretStr = SecretStr("")  # comma-separated
+    database_secret_previous_file: Path | None = None
+    # Audit events older than this are purged by the periodic maintenance.
+    audit_retention_days: int = Field(default=365, ge=1)
     log_store: Literal["file", "database"] = "file"
     log_limit_bytes: int = Field(default=5 * MIB, ge=1024)
 
@@ -284,17 +292,7 @@ class ServerSettings(BaseSettings):
                 f"server's internal requests and must be at least {SECRET_BYTES} random "
                 f"bytes; {_GENERATE_HINT} (or start with --dev to generate one)"
             )
-        db_secret = self.database_secret.get_secret_value()
-        if not db_secret.strip():
-            problems.append(
-                "BASTION_DATABASE_SECRET (or DRONE_DATABASE_SECRET) is not set: it encrypts "
-                f"repository secrets at rest; {_GENERATE_HINT} (or start with --dev)"
-            )
-        else:
-            try:
-                key_from_text(db_secret)
-            except WeakKeyError as exc:
-                problems.append(f"BASTION_DATABASE_SECRET: {exc}")
+        problems.extend(database_key_problems(self))
         if not self.tls and not _is_loopback(self.host) and not self.allow_plain_http:
             problems.append(
                 f"plain HTTP on {self.host}, which is not a loopback address: tokens and "
@@ -389,7 +387,7 @@ class ServerSettings(BaseSettings):
         update: dict[str, Any] = {}
         if not self.rpc_secret.get_secret_value():
             update["rpc_secret"] = SecretStr(dev.rpc_secret)
-        if not self.database_secret.get_secret_value():
+        if not self.database_secret.get_secret_value() and self.database_secret_file is None:
             update["database_secret"] = SecretStr(dev.database_secret)
         return self.model_copy(update=update)
 

@@ -44,6 +44,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from bastion.crypto import DecryptError, SecretBox, tokens_equal
 from bastion.store import _convert, migrate
 from bastion.store.audit_store import AuditStore
+from bastion.store.encrypted import RekeyStore
 from bastion.store.engine import WRITE_OPTION, create_engine, is_memory_sqlite, normalize_url
 from bastion.store.errors import Conflict, NotFound, StoreError
 from bastion.store.models import (
@@ -110,16 +111,23 @@ _Row = TypeVar("_Row", bound=Base)
 _MIGRATING = threading.Lock()
 
 
-class Store(AuditStore):
+class Store(AuditStore, RekeyStore):
     """Bastion's persistent state in SQLite or PostgreSQL (see the module docstring)."""
 
     def __init__(
-        self, url: str, *, secret_key: bytes, clock: Callable[[], float] | None = None
+        self,
+        url: str,
+        *,
+        secret_key: bytes,
+        previous_keys: Iterable[bytes] = (),
+        clock: Callable[[], float] | None = None,
     ) -> None:
         """``url``: SQLAlchemy URL (sqlite:///path.db or postgresql+psycopg://...).
         ``secret_key``: 32 bytes for AES-256-GCM encryption of repository secrets.
+        ``previous_keys``: older keys that still decrypt (see ``rekey_encrypted``).
         ``clock``: returns Unix time; ``time.time`` unless a test injects another."""
-        self._box = SecretBox(secret_key)  # WeakKeyError (a ValueError) unless 32 bytes
+        # WeakKeyError (a ValueError) unless every key has 32 bytes
+        self._box = SecretBox(secret_key, previous_keys)
         parsed = normalize_url(url)
         self._clock = clock or time.time
         self._engine = create_engine(parsed)

@@ -335,3 +335,35 @@ class AuditQuery:
     until: int | None = None
     before_id: int | None = None
     limit: int = 100
+
+
+@dataclass(frozen=True)
+class RekeyReport:
+    """What ``Store.rekey_encrypted`` found and did, by encrypted column (``table.column``).
+
+    ``keys``: rows per key id before the run (``"v1"`` for format-1 values, which name no
+    key); ``rekeyed``: rows moved to the current key; ``failed``: ids of rows that no key
+    held decrypts (left untouched, never deleted)."""
+
+    current_key_id: str
+    dry_run: bool
+    keys: dict[str, dict[str, int]] = field(default_factory=dict)
+    rekeyed: dict[str, int] = field(default_factory=dict)
+    failed: dict[str, list[int]] = field(default_factory=dict)
+    batches: int = 0
+
+    @property
+    def total_rekeyed(self) -> int:
+        return sum(self.rekeyed.values())
+
+    @property
+    def total_failed(self) -> int:
+        return sum(len(ids) for ids in self.failed.values())
+
+    @property
+    def remaining(self) -> int:
+        """Rows not under the current key before the run (all of them still, for a dry run)."""
+        return sum(
+            n for per_key in self.keys.values() for kid, n in per_key.items()
+            if kid != self.current_key_id
+        )

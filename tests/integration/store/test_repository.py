@@ -571,7 +571,7 @@ def test_secrets_are_encrypted_at_rest(
     [(blob,)] = raw_rows(db_url, "SELECT value FROM repo_secrets")
     blob = bytes(blob)
     assert value.encode() not in blob
-    assert blob[0] == 1  # format version
+    assert blob[0] == 2  # format version
     [(hook,)] = raw_rows(db_url, "SELECT webhook_secret FROM repos")
     assert value.encode() not in bytes(hook)
     if db_url.startswith("sqlite"):

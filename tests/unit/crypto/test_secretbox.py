@@ -1,4 +1,5 @@
-"""AES-256-GCM secret box: round trip, tampering, wrong key, wrong owner, key parsing."""
+"""AES-256-GCM secret box: round trip, tampering, wrong key, wrong owner, key parsing, key ids
+and rotation (format 1 still readable, previous keys, rekey)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,10 @@ import os
 import secrets
 
 import pytest
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from bastion.crypto import DecryptError, SecretBox, WeakKeyError, key_from_text, key_strength_ok
+from bastion.crypto.secretbox import blob_key_id, key_id
 
 KEY = bytes(range(32))
 AAD = b"repo:1:docker_password"
@@ -30,8 +33,9 @@ def test_empty_plaintext(box: SecretBox) -> None:
 
 def test_layout_version_nonce_and_no_plaintext(box: SecretBox) -> None:
     blob = box.encrypt(b"hunter2hunter2", AAD)
-    assert blob[0] == 1
-    assert len(blob) == 1 + 12 + len(b"hunter2hunter2") + 16
+    assert blob[0] == 2
+    assert blob[1:5] == key_id(KEY)
+    assert len(blob) == 1 + 4 + 12 + len(b"hunter2hunter2") + 16
     assert b"hunter2" not in blob
     assert AAD not in blob  # authenticated, not stored
 
@@ -39,10 +43,10 @@ def test_layout_version_nonce_and_no_plaintext(box: SecretBox) -> None:
 def test_fresh_nonce_each_time(box: SecretBox) -> None:
     blobs = {box.encrypt(b"same", AAD) for _ in range(50)}
     assert len(blobs) == 50
-    assert len({b[1:13] for b in blobs}) == 50
+    assert len({b[5:17] for b in blobs}) == 50
 
 
-@pytest.mark.parametrize("index", [0, 1, 12, 13, -1])
+@pytest.mark.parametrize("index", [0, 1, 4, 5, 16, 17, -1])
 def test_tampered_byte_is_refused(box: SecretBox, index: int) -> None:
     blob = bytearray(box.encrypt(b"hunter2", AAD))
     blob[index] ^= 0x01
@@ -52,15 +56,15 @@ def test_tampered_byte_is_refused(box: SecretBox, index: int) -> None:
 
 def test_truncated_is_refused(box: SecretBox) -> None:
     blob = box.encrypt(b"hunter2", AAD)
-    for size in (0, 1, 13, 28, len(blob) - 1):
+    for size in (0, 1, 5, 17, 32, len(blob) - 1):
         with pytest.raises(DecryptError):
             box.decrypt(blob[:size], AAD)
 
 
 def test_unknown_version_is_refused(box: SecretBox) -> None:
     blob = box.encrypt(b"hunter2", AAD)
-    with pytest.raises(DecryptError, match="unknown format version 2"):
-        box.decrypt(b"\x02" + blob[1:], AAD)
+    with pytest.raises(DecryptError, match="unknown format version 3"):
+        box.decrypt(b"\x03" + blob[1:], AAD)
 
 
 @pytest.mark.parametrize(
@@ -134,3 +138,76 @@ def test_key_strength_ok() -> None:
     assert key_strength_ok(os.urandom(32).hex())
     assert key_strength_ok(base64.b64encode(os.urandom(32)).decode())
     assert not key_strength_ok("0" * 64)
+
+
+# -- key ids and rotation -----------------------------------------------------------------------
+
+OLD = bytes(range(100, 132))
+OLDER = bytes(range(200, 232))
+
+
+def format_1(key: bytes, plaintext: bytes, aad: bytes) -> bytes:
+    """A blob as the first release wrote it: 0x01 | nonce | ciphertext+tag, header in the AAD."""
+    nonce = os.urandom(12)
+    return b"\x01" + nonce + AESGCM(key).encrypt(nonce, plaintext, b"\x01" + aad)
+
+
+def test_key_id_is_short_stable_and_not_the_key() -> None:
+    assert key_id(KEY) == key_id(bytes(KEY))
+    assert len(key_id(KEY)) == 4
+    assert key_id(KEY) != key_id(OLD)
+    assert key_id(KEY) not in KEY
+    assert SecretBox(KEY, [OLD]).key_id == key_id(KEY).hex()
+    assert SecretBox(KEY, [OLD, KEY, OLD]).key_ids == [key_id(KEY).hex(), key_id(OLD).hex()]
+
+
+def test_format_1_blobs_stay_readable_with_current_or_previous_key() -> None:
+    assert SecretBox(KEY).decrypt(format_1(KEY, b"v1", AAD), AAD) == b"v1"
+    assert SecretBox(KEY, [OLDER, OLD]).decrypt(format_1(OLD, b"v1-old", AAD), AAD) == b"v1-old"
+    with pytest.raises(DecryptError, match="wrong key"):
+        SecretBox(KEY).decrypt(format_1(OLD, b"v1-old", AAD), AAD)
+    with pytest.raises(DecryptError, match="another owner"):
+        SecretBox(KEY).decrypt(format_1(KEY, b"v1", AAD), AAD + b"x")
+    assert blob_key_id(format_1(KEY, b"v1", AAD)) is None
+
+
+def test_previous_key_decrypts_but_never_encrypts() -> None:
+    old_blob = SecretBox(OLD).encrypt(b"under-old", AAD)
+    rotated = SecretBox(KEY, [OLD])
+    assert rotated.decrypt(old_blob, AAD) == b"under-old"
+    assert blob_key_id(rotated.encrypt(b"new", AAD)) == key_id(KEY).hex()
+    with pytest.raises(DecryptError, match="does not hold"):
+        SecretBox(KEY).decrypt(old_blob, AAD)
+
+
+def test_key_id_is_authenticated() -> None:
+    """A blob relabelled with another held key's id fails instead of being tried elsewhere."""
+    box = SecretBox(KEY, [OLD])
+    blob = bytearray(box.encrypt(b"x", AAD))
+    blob[1:5] = key_id(OLD)
+    with pytest.raises(DecryptError, match="wrong key"):
+        box.decrypt(bytes(blob), AAD)
+
+
+def test_rekey_moves_old_values_and_leaves_current_ones() -> None:
+    box = SecretBox(KEY, [OLD])
+    current = box.encrypt(b"cur", AAD)
+    assert not box.needs_rekey(current)
+    assert box.rekey(current, AAD) is None
+    for old in (
+        SecretBox(OLD).encrypt(b"old", AAD),
+        format_1(OLD, b"old", AAD),
+        format_1(KEY, b"old", AAD),
+    ):
+        assert box.needs_rekey(old)
+        new = box.rekey(old, AAD)
+        assert new is not None
+        assert blob_key_id(new) == box.key_id
+        assert SecretBox(KEY).decrypt(new, AAD) == b"old"  # no previous key needed any more
+    with pytest.raises(DecryptError):
+        box.rekey(SecretBox(OLDER).encrypt(b"lost", AAD), AAD)
+
+
+def test_previous_keys_must_be_32_bytes_too() -> None:
+    with pytest.raises(WeakKeyError, match="32-byte key"):
+        SecretBox(KEY, [b"short"])
