@@ -16,10 +16,20 @@ Anchors, aliases and ``<<`` merge keys work as in Drone's YAML (explicit keys wi
 ones). Duplicate keys are errors: YAML parsers disagree on which one wins. Scalars resolve with
 YAML 1.1 rules like Drone's Go parser (``on``/``yes`` are booleans); timestamps stay text. A
 line that is exactly ``...`` ends the file, as in Drone.
+
+Two paths, one result: libyaml (``yaml.CSafeLoader``, about ten times faster) scans and
+composes when it is available, and PyYAML's pure-Python loader is the reference. Both feed
+the same limits and the same conversion. Whatever the C path cannot load cleanly (a syntax
+error, a limit, any surprise) and the few constructs on which the two are known to disagree
+go through the pure-Python path, so a diagnostic is always PyYAML's, and a valid file gives
+the same values and positions either way (``tests/unit/spec/test_loader_paths.py`` checks it
+on every YAML text of the repository). ``BASTION_YAML_PURE=1`` turns the C path off.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -45,7 +55,11 @@ _OPENERS = (
     yaml.FlowSequenceStartToken,
 )
 _CLOSERS = (yaml.BlockEndToken, yaml.FlowMappingEndToken, yaml.FlowSequenceEndToken)
+_HEADER_COMMENT = re.compile(r"[|>][-+0-9]*#")
+_FLOW_OPENERS = (yaml.FlowMappingStartToken, yaml.FlowSequenceStartToken)
+_FLOW_CLOSERS = (yaml.FlowMappingEndToken, yaml.FlowSequenceEndToken)
 _MERGE_TAG = "tag:yaml.org,2002:merge"
+_WITH_LIBYAML: bool = getattr(yaml, "__with_libyaml__", False)
 
 
 @dataclass(frozen=True)
@@ -105,18 +119,64 @@ def load_documents(
             ]
     else:
         text = source
-        if len(text.encode("utf-8")) > MAX_BYTES:
-            return [], [_too_large(filename, len(text.encode("utf-8")))]
+        # surrogatepass: a lone surrogate is then refused by the YAML reader, with a message.
+        size = len(text.encode("utf-8", "surrogatepass"))
+        if size > MAX_BYTES:
+            return [], [_too_large(filename, size)]
 
     end = _END_OF_STREAM.search(text)
     if end is not None:
         text = text[: end.start()]
 
+    if _fast_path_allowed(text):
+        # Any problem, or any surprise, on the C path sends the file through the pure-Python
+        # path: that one is the reference, and its diagnostic (message, position, kind) is the
+        # one users have always seen, where libyaml words errors differently and stops deep
+        # nesting at its own limit (1000) with a syntax error, before ours (64) is reached.
+        with contextlib.suppress(Exception):
+            documents, problems = _load(text, filename, fast=True)
+            if not problems:
+                return documents, []
+    return _load(text, filename, fast=False)
+
+
+def _fast_path_allowed(text: str) -> bool:
+    """Whether libyaml may load ``text``: it is there, not disabled, and reads it like PyYAML.
+
+    ``BASTION_YAML_PURE=1`` forces the pure-Python path (tests run both). Some text is left to
+    PyYAML because libyaml accepts it where PyYAML reports an error, so the two would not agree
+    on what is valid: tab characters, byte order marks inside the text (libyaml skips them),
+    and a comment right after a block scalar's header (``run: |#``).
+    """
+    if not _WITH_LIBYAML or os.environ.get("BASTION_YAML_PURE", "") not in ("", "0"):
+        return False
+    return "\t" not in text and "\ufeff" not in text and _HEADER_COMMENT.search(text) is None
+
+
+class _LibyamlDiffersError(Exception):
+    """The C path met a construct on which libyaml and PyYAML are known to differ."""
+
+
+def _load(text: str, filename: str, *, fast: bool) -> tuple[list[LoadedDocument], list[Diagnostic]]:
+    """Scan, compose and convert ``text`` (with libyaml if ``fast``), checking every limit.
+
+    On the fast path, the constructs on which libyaml and PyYAML are known to differ raise
+    ``_LibyamlDiffersError`` (see ``_refuse_known_differences``), and so does a document that
+    is empty: libyaml places it at the start of the next line, PyYAML after the ``---``.
+    """
+    loader = yaml.CSafeLoader if fast else yaml.SafeLoader
+
+    def problem(
+        message: str, line: int = 1, column: int = 1, kind: Kind = Kind.LIMIT
+    ) -> Diagnostic:
+        return Diagnostic(message, file=filename, line=line, column=column, kind=kind)
+
     try:
-        depth = 0
-        for token in yaml.scan(text, Loader=yaml.SafeLoader):
+        depth = flow = 0
+        for token in yaml.scan(text, Loader=loader):
             if isinstance(token, _OPENERS):
                 depth += 1
+                flow += isinstance(token, _FLOW_OPENERS)
                 if depth > MAX_DEPTH:
                     mark = token.start_mark
                     return [], [
@@ -129,7 +189,10 @@ def load_documents(
                     ]
             elif isinstance(token, _CLOSERS):
                 depth -= 1
-        nodes = list(yaml.compose_all(text, Loader=yaml.SafeLoader))
+                flow -= isinstance(token, _FLOW_CLOSERS)
+            elif fast:
+                _refuse_known_differences(token, flow > 0)
+        nodes = list(yaml.compose_all(text, Loader=loader))
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)
@@ -145,6 +208,8 @@ def load_documents(
         return [], [problem(f"the YAML is nested deeper than {MAX_DEPTH} levels")]
 
     nodes = [n for n in nodes if n is not None]
+    if fast and any(isinstance(n, ScalarNode) and not n.value and not n.style for n in nodes):
+        raise _LibyamlDiffersError("empty document")
     if len(nodes) > MAX_DOCUMENTS:
         start = _position(nodes[MAX_DOCUMENTS])
         return [], [
@@ -176,6 +241,21 @@ def load_documents(
             ]
         documents.append(LoadedDocument(index, value, _position(node), converter.positions))
     return documents, []
+
+
+def _refuse_known_differences(token: yaml.Token, in_flow: bool) -> None:
+    """Raise ``_LibyamlDiffersError`` for a token libyaml and PyYAML read differently.
+
+    - A tag other than ``!!...``: PyYAML resolves a bare ``!`` as if untagged (``a: !`` is
+      null), libyaml makes it a string.
+    - A plain scalar with a ``?`` inside ``[...]`` or ``{...}``: PyYAML ends the scalar there
+      (``{a? : b}`` is an error), libyaml keeps it in the scalar.
+    """
+    if isinstance(token, yaml.TagToken):
+        if token.value[0] != "!!":
+            raise _LibyamlDiffersError(token)
+    elif in_flow and isinstance(token, yaml.ScalarToken) and token.plain and "?" in token.value:
+        raise _LibyamlDiffersError(token)
 
 
 def _too_large(filename: str, size: int) -> Diagnostic:
@@ -279,7 +359,7 @@ class _Converter:
             if key_node.tag == _MERGE_TAG or (
                 isinstance(key_node, ScalarNode)
                 and key_node.value == "<<"
-                and key_node.style is None
+                and not key_node.style  # plain: None from PyYAML, "" from libyaml
             ):
                 sources = self._merge_sources(value_node, path)
                 # With a list of mappings, earlier ones win (YAML merge key spec).
