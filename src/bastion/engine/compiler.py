@@ -18,7 +18,7 @@ import base64
 import json
 import re
 import shlex
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 
 from bastion.engine.hardening import Hardening
@@ -71,6 +71,12 @@ class CompileOptions:
     host_arch: str = "amd64"
     host_os: str = "linux"
     missing_secret_hint: str = ""  # how the caller can provide a secret, for the message
+    # Per step (or service) name, the secrets it may use; None: every step may use every
+    # secret given (``bastion exec``). A reference outside its step's grants fails that step.
+    secret_grants: Mapping[str, Collection[str]] | None = None
+    # Per step name, secrets refused to it with the reason (the server's rules): the step
+    # fails with the reason, before its container exists; the other steps run.
+    secret_denials: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
 
 
 _SHELLS = {"sh": "/bin/sh", "bash": "/bin/bash", "ash": "/bin/ash", "zsh": "/bin/zsh"}
@@ -161,7 +167,10 @@ def compile_pipeline(
     memory = {v.name for v in pipeline.volumes if v.temp is not None and v.temp.medium == "memory"}
 
     def resolve_env(
-        env: Mapping[str, str | SecretRef], path: YamlPath, step: str
+        env: Mapping[str, str | SecretRef],
+        path: YamlPath,
+        step: str,
+        refusals: dict[str, str],
     ) -> tuple[dict[str, str], set[str], set[str]]:
         values: dict[str, str] = {}
         secret_env: set[str] = set()
@@ -169,6 +178,10 @@ def compile_pipeline(
         for key, value in env.items():
             if isinstance(value, SecretRef):
                 name = value.from_secret
+                refusal = _refusal(name, step, options)
+                if refusal:
+                    refusals.setdefault(name, refusal)
+                    continue
                 if name not in secrets:
                     hint = (
                         f" ({options.missing_secret_hint})" if options.missing_secret_hint else ""
@@ -189,20 +202,29 @@ def compile_pipeline(
                     problem((*path, key), f"{key}: {exc}", Kind.SCHEMA)
         return values, secret_env, used
 
-    pipeline_env, pipeline_secret_env, pipeline_used = resolve_env(
-        pipeline.environment, ("environment",), ""
-    )
-
-    pull_auths = _pull_auths(pipeline.image_pull_secrets, secrets)
-
     def container_for(step: Step, kind: StepKind, index: int, number: int) -> StepPlan:
         section = "services" if kind is StepKind.SERVICE else "steps"
         where: YamlPath = (section, index)
+        refusals: dict[str, str] = {}
         step_env, step_secret_env, used = resolve_env(
-            step.environment, (*where, "environment"), step.name
+            step.environment, (*where, "environment"), step.name, refusals
         )
+        settings_env = settings_to_env(step.settings)
         plugin_env, plugin_secret_env, plugin_used = resolve_env(
-            settings_to_env(step.settings), (*where, "settings"), step.name
+            settings_env, (*where, "settings"), step.name, refusals
+        )
+        # The pipeline's environment, resolved for this step's grants; keys the step sets
+        # itself are not resolved at all (the step's value wins, as in the merge below).
+        inherited = {
+            k: v
+            for k, v in pipeline.environment.items()
+            if k not in step.environment and k not in settings_env
+        }
+        pipeline_env, pipeline_secret_env, pipeline_used = resolve_env(
+            inherited, ("environment",), step.name, refusals
+        )
+        pull_names = tuple(
+            n for n in pipeline.image_pull_secrets if _pull_granted(n, step.name, options, refusals)
         )
         env = {
             **build_env,
@@ -269,7 +291,7 @@ def compile_pipeline(
                 dns_search=step.dns_search,
                 extra_hosts=step.extra_hosts,
                 shm_size=step.shm_size or 0,
-                pull_auth=_auth_for(image, pull_auths),
+                pull_auth=_auth_for(image, _pull_auths(pull_names, secrets)),
             ),
             depends_on=(),
             detach=step.detach or kind is StepKind.SERVICE,
@@ -277,6 +299,7 @@ def compile_pipeline(
             when=step.when,
             secret_env=secret_env,
             secrets=tuple(sorted(used | plugin_used | pipeline_used)),
+            refused="; ".join(refusals[n] for n in sorted(refusals)),
         )
 
     services = tuple(
@@ -325,7 +348,32 @@ def _with_deps(step: StepPlan, deps: tuple[str, ...]) -> StepPlan:
         when=step.when,
         secret_env=step.secret_env,
         secrets=step.secrets,
+        refused=step.refused,
     )
+
+
+def _refusal(name: str, step: str, options: CompileOptions) -> str:
+    """Why ``step`` may not use secret ``name`` ("" when it may): the server's denial, or
+    no grant for it (the runner checks the grants again, whatever values it was sent)."""
+    denied = options.secret_denials.get(step, {}).get(name)
+    if denied:
+        return denied
+    grants = options.secret_grants
+    if grants is not None and name not in grants.get(step, ()):
+        hint = f" ({options.missing_secret_hint})" if options.missing_secret_hint else ""
+        return f"secret {name!r} was not granted to step {step!r} by the server" + hint
+    return ""
+
+
+def _pull_granted(name: str, step: str, options: CompileOptions, refusals: dict[str, str]) -> bool:
+    """Whether registry credentials ``name`` may pull ``step``'s image. A denial fails the
+    step; a name merely absent from the grants is credentials for another registry."""
+    denied = options.secret_denials.get(step, {}).get(name)
+    if denied:
+        refusals.setdefault(name, denied)
+        return False
+    grants = options.secret_grants
+    return grants is None or name in grants.get(step, ())
 
 
 def _pull_policy(value: str) -> PullPolicy:

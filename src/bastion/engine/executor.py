@@ -314,6 +314,8 @@ class Executor:
             return
         for target in steps:
             self._prepared.add(target.name)
+            if target.refused:
+                continue  # never to run: no container for it
             thread = threading.Thread(
                 target=_best_effort,
                 args=(prepare, plan, target),
@@ -364,6 +366,9 @@ class Executor:
     def _run_step(self, plan: Plan, step: StepPlan, reported: threading.Event) -> None:
         r = self._results[step.name]
         self.reporter.step_started(step)
+        if step.refused:
+            self._refuse(plan, step, r, reported)
+            return
         exit_: StepExit | None = None
         try:
             self.backend.start(plan, step)
@@ -430,6 +435,23 @@ class Executor:
         # teardown does not wait for this removal, and both are safe to race)
         with suppress(BackendError):
             self.backend.remove(plan, step)
+
+    def _refuse(self, plan: Plan, step: StepPlan, r: StepResult, reported: threading.Event) -> None:
+        """A step the compiler refused (a secret it may not have): it fails with the reason,
+        and no container of it ever exists."""
+        with self._lock:
+            self._started.add(step.name)
+            r.finished = self.clock()
+            r.state = State.FAILURE
+            r.detail = self.masker.mask(step.refused)
+            fast = step.failure is FailurePolicy.FAST and step.kind is StepKind.STEP
+            if fast and not self._stopping:
+                self._stop_all(plan, f"failure: fast after {step.name!r} failed")
+            self._lock.notify_all()
+        try:
+            self.reporter.step_finished(step, r)
+        finally:
+            reported.set()
 
     def _stop_all(self, plan: Plan, why: str) -> None:
         """Stop every running step (called with the lock held)."""

@@ -115,6 +115,9 @@ class StepPlan:
     when: Conditions
     secret_env: frozenset[str] = frozenset()  # env names whose values come from secrets
     secrets: tuple[str, ...] = ()  # names of the secrets this step was given
+    # Why the step may not run (a secret refused to it, with the rule): the executor fails
+    # it with this detail without creating its container; "" for a step that may run.
+    refused: str = ""
 
 
 @dataclass(frozen=True)

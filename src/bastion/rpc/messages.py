@@ -151,6 +151,11 @@ class StageDetails(Message):
     pipeline: str  # the name of the pipeline this stage runs
     clone: CloneInfo = Field(default_factory=CloneInfo)
     secrets: dict[str, str] = Field(default_factory=dict, repr=False)
+    # Per step (and service) name: the secret names it may use (None: no per-step grants,
+    # an older server) and those refused to it, each with the rule that refused it. The
+    # compiler fails a step with a refusal before its container exists.
+    secret_grants: dict[str, list[str]] | None = None
+    secret_denials: dict[str, dict[str, str]] = Field(default_factory=dict)
     system_host: str = ""
     system_proto: str = "http"
 

@@ -215,6 +215,8 @@ class StageRun:
             },
             host_arch=platform.machine(),
             missing_secret_hint=_MISSING_SECRET_HINT,
+            secret_grants=details.secret_grants,
+            secret_denials=details.secret_denials,
         )
         try:
             plan = compile_pipeline(

@@ -23,6 +23,7 @@ from bastion.server.services.builds import BuildService
 from bastion.server.services.events import BuildEvent, EventBroker
 from bastion.server.services.logs import DatabaseLogBackend, FileLogBackend, LogService
 from bastion.server.services.scheduler import Scheduler
+from bastion.server.services.secret_providers import provider_from_settings
 from bastion.server.services.secrets import StageSecrets
 from bastion.server.services.signals import Wakeups
 from bastion.server.services.trigger import TriggerService
@@ -79,7 +80,8 @@ def build_context(
     scheduler_wakeups = Wakeups()
     log_wakeups = Wakeups()
     audit = AuditLog(store)
-    secrets = StageSecrets(settings, store)
+    provider = provider_from_settings(settings)
+    secrets = StageSecrets(settings, store, audit=audit, provider=provider)
 
     def build_event(repo: Repo, build: Build) -> BuildEvent:
         stages = [stage_out(s) for s in store.list_stages(build.id)]

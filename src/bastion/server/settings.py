@@ -185,6 +185,8 @@ class ServerSettings(BaseSettings):
     )
     secret_plugin_ca_cert: Path | None = None  # a private CA that signed the provider's cert
     secret_plugin_timeout: float = Field(default=10.0, gt=0, le=60)
+    # Secrets not changed for longer than this are flagged overdue by the API and the CLI.
+    secret_rotation_days: int = Field(default=90, ge=1, le=3650)
 
     @classmethod
     def settings_customise_sources(

@@ -155,6 +155,35 @@ class RepoSecretRow(Base):
     pull_request: Mapped[bool] = mapped_column(default=False, server_default=false())
     created: Mapped[int] = _time()
     updated: Mapped[int] = _time()
+    # Filters and use (migration 0003): JSON lists of strings, bound into the AAD too.
+    branches: Mapped[list[str]] = mapped_column(JSON, default=list, server_default="[]")
+    events: Mapped[list[str]] = mapped_column(JSON, default=list, server_default="[]")
+    images: Mapped[list[str]] = mapped_column(JSON, default=list, server_default="[]")
+    last_used: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    last_build: Mapped[str] = mapped_column(String(2 * NAME + 16), default="", server_default="")
+
+
+class SharedSecretRow(Base):
+    """Organisation (scope "org", namespace = repository owner) and global (scope "global",
+    namespace "") secrets (migration 0003). The AAD of ``value`` names scope, namespace, name,
+    the pull_request flag and every filter, so no row can be moved or widened by an edit."""
+
+    __tablename__ = "shared_secrets"
+    __table_args__ = (UniqueConstraint("scope", "namespace", "name"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    scope: Mapped[str] = mapped_column(String(16))
+    namespace: Mapped[str] = mapped_column(String(NAME), index=True)
+    name: Mapped[str] = mapped_column(String(NAME))
+    value: Mapped[bytes]
+    pull_request: Mapped[bool] = mapped_column(default=False)
+    branches: Mapped[list[str]] = mapped_column(JSON, default=list)
+    events: Mapped[list[str]] = mapped_column(JSON, default=list)
+    images: Mapped[list[str]] = mapped_column(JSON, default=list)
+    created: Mapped[int] = _time()
+    updated: Mapped[int] = _time()
+    last_used: Mapped[int] = mapped_column(BigInteger, default=0)
+    last_build: Mapped[str] = mapped_column(String(2 * NAME + 16), default="")
 
 
 class BuildRow(Base):

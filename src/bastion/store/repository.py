@@ -20,9 +20,10 @@ Concurrency guarantees, on SQLite and PostgreSQL alike:
 
 Secrets: API tokens, runner tokens and lease ids are stored as SHA-256 hashes computed by the
 caller (``bastion.crypto.hash_token``); methods that store one refuse anything that does not
-look like a hash. Repository secrets and webhook secrets are encrypted with AES-256-GCM under
-the server key, bound to their owner by the associated data (a repository secret also to its
-name and its ``pull_request`` flag).
+look like a hash. Webhook secrets are encrypted with AES-256-GCM under the server key, bound
+to their repository by the associated data; repository, organisation and global secrets are
+kept by the ``SecretStore`` mixin (``secret_store.py``), bound to scope, owner, name and
+filters.
 """
 
 from __future__ import annotations
@@ -53,19 +54,18 @@ from bastion.store.models import (
     DeliveryRow,
     LogRow,
     RepoRow,
-    RepoSecretRow,
     RunnerRow,
     StageRow,
     StepRow,
     TokenRow,
     UserRow,
 )
+from bastion.store.secret_store import SecretStore
 from bastion.store.types import (
     Build,
     NewBuild,
     NewStage,
     Repo,
-    RepoSecret,
     Runner,
     Scope,
     Stage,
@@ -111,7 +111,7 @@ _Row = TypeVar("_Row", bound=Base)
 _MIGRATING = threading.Lock()
 
 
-class Store(AuditStore, RekeyStore):
+class Store(AuditStore, RekeyStore, SecretStore):
     """Bastion's persistent state in SQLite or PostgreSQL (see the module docstring)."""
 
     def __init__(
@@ -416,116 +416,6 @@ class Store(AuditStore, RekeyStore):
             row.updated = self._now()
             s.flush()
             return _convert.repo(row)
-
-    def set_repo_secret(
-        self, repo_id: int, name: str, value: str, *, pull_request: bool = False
-    ) -> RepoSecret:
-        """Create or replace a secret; stored encrypted, bound to (repo_id, name, pull_request).
-
-        ``pull_request``: whether pull_request builds may receive it (the caller still keeps
-        it from forks). Returns what is known of it apart from the value."""
-        _require_name("secret name", name)
-        blob = self._box.encrypt(value.encode("utf-8"), _secret_aad(repo_id, name, pull_request))
-        with self._tx(write=True) as session:
-            self._repo_by_id(session, repo_id)
-            now = self._now()
-            insert = self._insert(RepoSecretRow).values(
-                repo_id=repo_id,
-                name=name,
-                value=blob,
-                pull_request=pull_request,
-                created=now,
-                updated=now,
-            )
-            session.execute(
-                insert.on_conflict_do_update(
-                    index_elements=[RepoSecretRow.repo_id, RepoSecretRow.name],
-                    set_={"value": blob, "pull_request": pull_request, "updated": now},
-                )
-            )
-            row = session.scalars(
-                select(RepoSecretRow).where(
-                    RepoSecretRow.repo_id == repo_id, RepoSecretRow.name == name
-                )
-            ).one()
-            return _convert.repo_secret(row)
-
-    def get_repo_secret(self, repo_id: int, name: str) -> str | None:
-        """The decrypted secret, or None when the repository has no secret of that name."""
-        with self._tx() as session:
-            found = session.execute(
-                select(RepoSecretRow.value, RepoSecretRow.pull_request).where(
-                    RepoSecretRow.repo_id == repo_id, RepoSecretRow.name == name
-                )
-            ).one_or_none()
-        if found is None:
-            return None
-        blob, pull_request = found
-        return self._decrypt_secret(repo_id, name, blob, pull_request)
-
-    def get_repo_secrets(
-        self,
-        repo_id: int,
-        names: Iterable[str] | None = None,
-        *,
-        pull_request_only: bool = False,
-    ) -> dict[str, str]:
-        """Several secrets in one query: those of ``names`` that exist (all when None);
-        with ``pull_request_only``, only those whose ``pull_request`` flag is set."""
-        query = select(RepoSecretRow.name, RepoSecretRow.value, RepoSecretRow.pull_request).where(
-            RepoSecretRow.repo_id == repo_id
-        )
-        if names is not None:
-            wanted = sorted(set(names))
-            if not wanted:
-                return {}
-            query = query.where(RepoSecretRow.name.in_(wanted))
-        if pull_request_only:
-            query = query.where(RepoSecretRow.pull_request.is_(True))
-        with self._tx() as session:
-            rows = session.execute(query).all()
-        return {n: self._decrypt_secret(repo_id, n, blob, pr) for n, blob, pr in rows}
-
-    def list_repo_secrets(self, repo_id: int) -> list[str]:
-        """The names of the repository's secrets (never their values)."""
-        with self._tx() as session:
-            names = session.scalars(
-                select(RepoSecretRow.name)
-                .where(RepoSecretRow.repo_id == repo_id)
-                .order_by(RepoSecretRow.name)
-            )
-            return list(names)
-
-    def describe_repo_secrets(self, repo_id: int) -> list[RepoSecret]:
-        """What is known of each of the repository's secrets apart from its value, by name."""
-        with self._tx() as session:
-            rows = session.scalars(
-                select(RepoSecretRow)
-                .where(RepoSecretRow.repo_id == repo_id)
-                .order_by(RepoSecretRow.name)
-            )
-            return [_convert.repo_secret(row) for row in rows]
-
-    def describe_repo_secret(self, repo_id: int, name: str) -> RepoSecret | None:
-        """What is known of one secret apart from its value; None when there is none."""
-        with self._tx() as session:
-            row = session.scalars(
-                select(RepoSecretRow).where(
-                    RepoSecretRow.repo_id == repo_id, RepoSecretRow.name == name
-                )
-            ).one_or_none()
-            return None if row is None else _convert.repo_secret(row)
-
-    def delete_repo_secret(self, repo_id: int, name: str) -> bool:
-        """Delete a secret; False when there was none of that name."""
-        with self._tx(write=True) as session:
-            result = self._execute(
-                session,
-                delete(RepoSecretRow).where(
-                    RepoSecretRow.repo_id == repo_id, RepoSecretRow.name == name
-                ),
-            )
-            return result.rowcount > 0
 
     def set_webhook_secret(self, repo_id: int, value: str) -> None:
         """Store the secret that signs the forge's webhooks for this repository (encrypted)."""
@@ -1127,16 +1017,6 @@ class Store(AuditStore, RekeyStore):
             return postgresql.insert(model)
         return sqlite.insert(model)
 
-    def _decrypt_secret(self, repo_id: int, name: str, blob: bytes, pull_request: bool) -> str:
-        try:
-            aad = _secret_aad(repo_id, name, pull_request)
-            return self._box.decrypt(blob, aad).decode("utf-8")
-        except DecryptError as exc:
-            raise StoreError(
-                f"secret {name!r} of repository {repo_id} cannot be decrypted (was the server's "
-                f"secret key changed, or the database edited?): {exc}"
-            ) from exc
-
     @staticmethod
     def _user_by_login(session: Session, login: str) -> UserRow:
         row = session.scalar(select(UserRow).where(UserRow.login == login))
@@ -1173,13 +1053,6 @@ class Store(AuditStore, RekeyStore):
         return session.scalar(
             select(RunnerRow).where(RunnerRow.name == name, RunnerRow.revoked.is_(False))
         )
-
-
-def _secret_aad(repo_id: int, name: str, pull_request: bool) -> bytes:
-    # The flag is part of what the ciphertext is bound to: someone who can write to the
-    # database cannot hand a secret to pull requests by flipping it. Secrets without the flag
-    # keep the associated data of revision 0001.
-    return f"{'repo-pr' if pull_request else 'repo'}:{repo_id}:{name}".encode()
 
 
 def _webhook_aad(repo_id: int) -> bytes:

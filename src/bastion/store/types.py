@@ -120,7 +120,7 @@ class RepoSecret:
     last_build: str = ""  # which build: "owner/name#number"
 
 
-SECRET_SCOPES: Final = ("repo", "org", "global")
+SECRET_SCOPES = ("repo", "org", "global")
 
 
 @dataclass(frozen=True)

@@ -107,6 +107,7 @@ def stage_details(leased: LeaseDep, ctx: CtxDep) -> StageDetails:
     if config is None:
         raise Unavailable(f"{repo.config_path} of {repo.slug} is gone at {build.after[:12]}")
     settings = ctx.settings
+    handed = ctx.secrets.delivery(repo, build, stage, config, runner=leased.runner.name)
     return StageDetails(
         stage_id=stage.id,
         repo=RepoInfo(
@@ -151,7 +152,9 @@ def stage_details(leased: LeaseDep, ctx: CtxDep) -> StageDetails:
         config_path=repo.config_path,
         pipeline=stage.name,
         clone=ctx.secrets.clone(repo, stage),
-        secrets=ctx.secrets.secrets(repo, build, stage, config),
+        secrets=handed.values,
+        secret_grants=handed.grants,
+        secret_denials=handed.denials,
         system_host=settings.link_host,
         system_proto=settings.link_proto,
     )

@@ -1,32 +1,43 @@
-"""What secret values a stage receives: the one place that decides, for two callers.
+"""What secret values a stage receives, step by step: the one place that decides, for two callers.
 
-``StageDetails`` (the leaseholder's ``GET /rpc/v1/stages/{id}``) takes its clone credentials
-and secrets from here, and the log service masks that stage's log lines with a masker built
-here, so whatever was handed out is also masked on arrival.
+``StageDetails`` (the leaseholder's stage details) takes its clone credentials and secrets
+from here (:meth:`StageSecrets.delivery`), and the log service masks that stage's log lines
+with a masker built here, so whatever was handed out is also masked on arrival.
 
-**Which repository secrets a stage receives** (:meth:`StageSecrets.secrets`): only those its
-own pipeline references — ``from_secret`` in the environment of the pipeline, of its steps
-and services, in plugin ``settings``, and the names in ``image_pull_secrets`` — found by
-parsing the configuration at the build's commit (the same text the runner compiles) and
-taking the pipeline named like the stage. Then, by event:
+**Where a secret comes from.** A ``from_secret`` name that a ``kind: secret`` document of the
+configuration declares (``get: {path, name}``) is asked of the external provider
+(``services.secret_providers``), and only of it. Any other name is looked up in the stored
+scopes, the most specific winning: the repository's, else its organisation's (namespace = the
+repository's owner), else a global secret. The winner's filters decide; a denial is never
+retried in a wider scope.
 
-* a **fork** pull request (``build.fork``) gets none, whatever the secrets' flags;
-* a ``pull_request`` build gets only the secrets whose ``pull_request`` flag is set;
-* every other event gets every referenced secret that exists.
+**Who receives it.** The stage's own pipeline is parsed (the configuration at the build's
+commit, the text the runner compiles) and each step's and service's references are read
+(``engine.secret_refs``). Each reference is checked with ``secret_rules`` — fork, pull
+request, event, branch, then per step the plugin-only image rule — and the stage receives
+only the values some step is entitled to, with per-step *grants* (the names each step may
+use) and *denials* (each refused name with the rule that refused it). The runner's compiler
+gives each step only its grants and fails a step with a denial, with the message, before its
+container exists. A fork build's references are all denied and no provider is even asked. A
+secret that does not exist, or cannot be decrypted, or a provider that cannot answer, is a
+denial with its reason too.
 
-A referenced secret that does not exist, or is withheld, is simply absent: the runner's
-compiler then fails the step with "references secret X, which was not provided".
-Organisation and global secrets, branch / event / image filters and external providers come
-later; until then this is all a stage can get.
+**Cost.** The references of a pipeline depend only on (repository, commit, config path,
+pipeline): they are kept in a bounded LRU, and nothing is parsed at all when no scope holds a
+secret for the repository and no provider is configured (the stage then gets empty grants,
+and a step that references a secret fails with "not granted").
+
+**Record.** Each hand-out sets the secrets' ``last_used`` / ``last_build`` and records a
+``secret.delivered`` audit event per secret (build, stage, the steps that reference it,
+runner; never the value).
 
 **Masking** (:meth:`StageSecrets.masker`): the masker of a stage masks the values handed to
-it *and every secret of its repository*, plus the clone password. Masking more than was
-handed out costs nothing in safety and covers a value a step could only have got by another
-route. The maskers of a repository's stages are rebuilt when its secrets change through the
-API (:meth:`StageSecrets.repo_secrets_changed`), and the values handed out are remembered
-with the masker, so a secret replaced or deleted after the stage received it stays masked in
-that stage's logs — as long as the server process runs: after a restart the masker is
-rebuilt from the current secrets (the runner masks before sending anyway).
+it *and every secret of its repository, organisation and the global scope*, plus the clone
+password. Masking more than was handed out costs nothing in safety and covers a value a step
+could only have got by another route. The maskers are rebuilt when secrets change through the
+API (:meth:`StageSecrets.secrets_changed`), and the values handed out are remembered with the
+masker, so a secret replaced or deleted after the stage received it stays masked in that
+stage's logs — as long as the server process runs (the runner masks before sending anyway).
 
 A private repository on a forge is cloned with the server's token for that forge, given to
 the runner for its clone only. The local forge needs no credentials: the runner downloads a
@@ -39,46 +50,99 @@ import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 
 from bastion.engine.masking import MIN_SECRET_LENGTH, SecretMasker
+from bastion.engine.secret_refs import StepRefs, pipeline_refs
 from bastion.rpc.messages import PATH_SOURCE, CloneInfo
+from bastion.server.services.audit import AuditLog
+from bastion.server.services.secret_providers import (
+    ExternalSecretRequest,
+    SecretProvider,
+    SecretProviderError,
+)
+from bastion.server.services.secret_rules import build_denial, pull_applies, step_denial
 from bastion.server.settings import ServerSettings
-from bastion.spec.model import Pipeline, SecretRef, settings_to_env
+from bastion.spec.model import Pipeline
 from bastion.spec.parse import parse
+from bastion.store.errors import StoreError
 from bastion.store.repository import Store
-from bastion.store.types import Build, Repo, Stage
+from bastion.store.secret_store import SecretRecord
+from bastion.store.types import Build, Repo, SecretFilters, Stage
 
 log = logging.getLogger("bastion.server")
 
 _CLONE_USERNAMES = {"github": "x-access-token", "gitea": "oauth2", "gitlab": "oauth2"}
 _MASKER_CACHE = 256
+_REFS_CACHE = 1024
 
 
 def referenced_secrets(pipeline: Pipeline) -> frozenset[str]:
-    """The secret names ``pipeline`` refers to: ``from_secret`` in the pipeline's, its
-    steps' and its services' environment and in plugin settings (as the compiler reads
-    them), and ``image_pull_secrets``."""
+    """Every secret name ``pipeline`` refers to (any step, service, setting or pull)."""
     names: set[str] = set(pipeline.image_pull_secrets)
-
-    def collect(env: Mapping[str, str | SecretRef]) -> None:
-        names.update(v.from_secret for v in env.values() if isinstance(v, SecretRef))
-
-    collect(pipeline.environment)
-    for step in (*pipeline.steps, *pipeline.services):
-        collect(step.environment)
-        collect(settings_to_env(step.settings))
+    for step in pipeline_refs(pipeline):
+        names.update(step.env)
     return frozenset(names)
 
 
-def stage_secret_names(config: str | bytes, pipeline_name: str, filename: str) -> frozenset[str]:
-    """The secret names the pipeline ``pipeline_name`` of ``config`` refers to; none when
-    the configuration does not parse (the runner then refuses the stage) or has no such
-    pipeline."""
+@dataclass(frozen=True)
+class StageRefs:
+    """What a stage's pipeline refers to: per step, and the external documents by name."""
+
+    steps: tuple[StepRefs, ...]
+    external: Mapping[str, tuple[str, str]]  # kind: secret name -> (get.path, get.name)
+
+    @property
+    def names(self) -> frozenset[str]:
+        out: set[str] = set()
+        for step in self.steps:
+            out.update(step.env, step.pull)
+        return frozenset(out)
+
+
+_NO_REFS = StageRefs((), {})
+
+
+def stage_refs(config: str | bytes, pipeline_name: str, filename: str) -> StageRefs:
+    """The references of pipeline ``pipeline_name`` of ``config``; none when the
+    configuration does not parse (the runner then refuses the stage) or has no such pipeline."""
     result = parse(config, filename)
     if not result.ok:
-        return frozenset()
+        return _NO_REFS
     pipeline = result.manifest.pipeline(pipeline_name)
-    return frozenset() if pipeline is None else referenced_secrets(pipeline)
+    if pipeline is None:
+        return _NO_REFS
+    external = {
+        doc.name: (doc.get.path, doc.get.name or doc.name)
+        for doc in result.manifest.secrets
+        if doc.get is not None
+    }
+    return StageRefs(pipeline_refs(pipeline), external)
+
+
+def stage_secret_names(config: str | bytes, pipeline_name: str, filename: str) -> frozenset[str]:
+    """The secret names the pipeline ``pipeline_name`` of ``config`` refers to."""
+    return stage_refs(config, pipeline_name, filename).names
+
+
+@dataclass(frozen=True)
+class StageDelivery:
+    """What a stage is sent: the values some step is entitled to, which names each step may
+    use (``grants``) and which it may not, with the reason (``denials``)."""
+
+    values: dict[str, str] = field(default_factory=dict, repr=False)
+    grants: dict[str, list[str]] = field(default_factory=dict)
+    denials: dict[str, dict[str, str]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class _Source:
+    """Where a referenced name resolved to: a stored record, or an external value."""
+
+    filters: SecretFilters
+    record: SecretRecord | None = None
+    value: str = field(default="", repr=False)
+    denial: str = ""  # set when the name cannot be had at all (missing, provider down)
 
 
 def _masker_of(values: Iterable[str]) -> SecretMasker:
@@ -100,12 +164,23 @@ class _Masking:
 
 
 class StageSecrets:
-    def __init__(self, settings: ServerSettings, store: Store) -> None:
+    def __init__(
+        self,
+        settings: ServerSettings,
+        store: Store,
+        *,
+        audit: AuditLog | None = None,
+        provider: SecretProvider | None = None,
+    ) -> None:
         self._settings = settings
         self._store = store
+        self._audit = audit if audit is not None else AuditLog(store)
+        self._provider = provider
         self._maskers: OrderedDict[int, _Masking] = OrderedDict()
+        self._refs: OrderedDict[tuple[int, str, str, str], StageRefs] = OrderedDict()
         self._lock = threading.Lock()
-        self._changes = 0  # counts repo_secrets_changed calls: a masker built across one is stale
+        self._changes = 0  # counts secrets_changed calls: a masker built across one is stale
+        self.parses = 0  # configurations parsed (the cache's misses), for tests and benchmarks
 
     def clone(self, repo: Repo, stage: Stage) -> CloneInfo:
         if repo.forge == "local":
@@ -118,41 +193,181 @@ class StageSecrets:
             password=token,
         )
 
+    # -- deciding ------------------------------------------------------------------------------
+
+    def refs(self, repo: Repo, build: Build, stage: Stage, config: str | bytes) -> StageRefs:
+        """The stage pipeline's references, from the LRU or parsed once."""
+        key = (repo.id, build.after, repo.config_path, stage.name)
+        with self._lock:
+            cached = self._refs.get(key)
+            if cached is not None:
+                self._refs.move_to_end(key)
+                return cached
+        # A commit's configuration never changes (an empty sha, a manual build without one,
+        # is parsed every time: its text may).
+        found = stage_refs(config, stage.name, repo.config_path)
+        with self._lock:
+            self.parses += 1
+            if build.after:
+                self._refs[key] = found
+                while len(self._refs) > _REFS_CACHE:
+                    self._refs.popitem(last=False)
+        return found
+
+    def plan(
+        self, repo: Repo, build: Build, stage: Stage, config: str | bytes
+    ) -> tuple[StageDelivery, list[SecretRecord]]:
+        """Decide, without handing out or recording anything: the delivery and the stored
+        records it opened."""
+        if self._provider is None and not self._store.has_secrets_for(repo.id, repo.owner):
+            return StageDelivery(), []  # nothing anyone could receive: no parsing at all
+        refs = self.refs(repo, build, stage, config)
+        if not refs.steps:
+            return StageDelivery(), []
+        sources = self._sources(repo, build, refs)
+        grants: dict[str, list[str]] = {}
+        denials: dict[str, dict[str, str]] = {}
+        granted: set[str] = set()
+        for step in refs.steps:
+            mine: set[str] = set()
+            refused: dict[str, str] = {}
+            for name in sorted(step.env | step.pull):
+                src = sources[name]
+                reason = src.denial or build_denial(name, src.filters, build)
+                if not reason and name in step.env:
+                    reason = step_denial(
+                        name, src.filters, step.name, step.image, plugin=step.plugin
+                    )
+                elif not reason and not pull_applies(src.filters, step.image):
+                    continue  # registry credentials for other images: not this step's
+                if reason:
+                    refused[name] = reason
+                else:
+                    mine.add(name)
+            grants[step.name] = sorted(mine)
+            if refused:
+                denials[step.name] = refused
+            granted |= mine
+        values: dict[str, str] = {}
+        opened: list[SecretRecord] = []
+        for name in sorted(granted):
+            src = sources[name]
+            if src.record is None:
+                values[name] = src.value
+                continue
+            try:
+                values[name] = self._store.open_secret(src.record)
+                opened.append(src.record)
+            except StoreError as exc:
+                log.error("%s", exc)
+                reason = (
+                    f"secret {name!r} cannot be decrypted on the server (edited in the "
+                    "database, moved, or the server key changed): ask an administrator"
+                )
+                for step_name, names in grants.items():
+                    if name in names:
+                        names.remove(name)
+                        denials.setdefault(step_name, {})[name] = reason
+        return StageDelivery(values, grants, denials), opened
+
+    def delivery(
+        self, repo: Repo, build: Build, stage: Stage, config: str | bytes, *, runner: str = ""
+    ) -> StageDelivery:
+        """What ``stage`` is sent; its masker masks the values from now on, their use is
+        recorded and audited."""
+        decided, opened = self.plan(repo, build, stage, config)
+        self._remember(repo, stage, decided.values.values())
+        if not decided.values:
+            return decided
+        label = f"{repo.slug}#{build.number}"
+        try:
+            self._store.mark_secrets_used(opened, label)
+        except StoreError as exc:  # a bookkeeping failure must not fail the stage
+            log.error("could not record the use of secrets by %s: %s", label, exc)
+        scopes = {r.name: r.scope for r in opened}
+        for name in sorted(decided.values):
+            steps = sorted(s for s, names in decided.grants.items() if name in names)
+            self._audit.record(
+                "secret.delivered",
+                repo=repo.slug,
+                build=build.number,
+                stage=stage.number,
+                step=",".join(steps)[:255],
+                runner=runner,
+                secret=name,
+                detail={"scope": scopes.get(name, "external"), "steps": steps},
+            )
+        log.info(
+            "stage %d of %s #%d receives secrets: %s",
+            stage.id,
+            repo.slug,
+            build.number,
+            ", ".join(sorted(decided.values)),
+        )
+        return decided
+
     def entitled(
         self, repo: Repo, build: Build, stage: Stage, config: str | bytes
     ) -> dict[str, str]:
-        """The repository secrets ``stage`` may receive (the rules of the module docstring),
-        without remembering them for masking: :meth:`secrets` is what hands them out."""
-        if build.fork:
-            return {}
-        if not self._store.list_repo_secrets(repo.id):
-            return {}  # nothing to hand out: skip parsing the whole config for every stage
-        names = stage_secret_names(config, stage.name, repo.config_path)
-        if not names:
-            return {}
-        return self._store.get_repo_secrets(
-            repo.id, names, pull_request_only=build.event == "pull_request"
-        )
+        """The values ``stage`` may receive, without handing them out."""
+        return self.plan(repo, build, stage, config)[0].values
 
     def secrets(
         self, repo: Repo, build: Build, stage: Stage, config: str | bytes
     ) -> dict[str, str]:
-        """The secrets handed to ``stage``; its masker is made to mask them from now on."""
-        handed = self.entitled(repo, build, stage, config)
-        self._remember(repo, stage, handed.values())
-        if handed:
-            log.info(
-                "stage %d of %s #%d receives secrets: %s",
-                stage.id,
-                repo.slug,
-                build.number,
-                ", ".join(sorted(handed)),
+        """The values handed to ``stage`` (:meth:`delivery` without the per-step parts)."""
+        return self.delivery(repo, build, stage, config).values
+
+    def _sources(self, repo: Repo, build: Build, refs: StageRefs) -> dict[str, _Source]:
+        names = refs.names
+        stored = self._store.find_secrets(repo.id, repo.owner, names - refs.external.keys())
+        out: dict[str, _Source] = {}
+        for name in names:
+            if name in refs.external:
+                out[name] = self._external(repo, build, name, *refs.external[name])
+            elif name in stored:
+                out[name] = _Source(stored[name].filters, record=stored[name])
+            else:
+                out[name] = _Source(
+                    SecretFilters(),
+                    denial=(
+                        f"secret {name!r} does not exist: neither repository {repo.slug}, nor "
+                        f"organisation {repo.owner!r}, nor the global scope has it"
+                    ),
+                )
+        return out
+
+    def _external(self, repo: Repo, build: Build, name: str, path: str, key: str) -> _Source:
+        if build.fork:  # not even asked: the rule below refuses it anyway
+            return _Source(SecretFilters())
+        if self._provider is None:
+            return _Source(
+                SecretFilters(),
+                denial=(
+                    f"secret {name!r} is a kind: secret document, and no secret provider is "
+                    "configured on the server"
+                ),
             )
-        return handed
+        try:
+            found = self._provider.find(ExternalSecretRequest(name, path, key, repo, build))
+        except SecretProviderError as exc:
+            return _Source(
+                SecretFilters(),
+                denial=f"secret {name!r}: the secret provider is unavailable: {exc}",
+            )
+        if found is None:
+            return _Source(
+                SecretFilters(),
+                denial=f"secret {name!r}: the secret provider has no secret at {path!r}",
+            )
+        # A fork never gets one, whatever the provider says (rule 1 of secret_rules).
+        return _Source(SecretFilters(pull_request=found.pull_request), value=found.value)
+
+    # -- masking -------------------------------------------------------------------------------
 
     def masker(self, stage: Stage) -> SecretMasker:
-        """A masker of every value handed to ``stage`` and every secret of its repository
-        (cached per stage)."""
+        """A masker of every value handed to ``stage`` and every secret its repository could
+        receive (cached per stage)."""
         with self._lock:
             cached = self._maskers.get(stage.id)
             if cached is not None and cached.masker is not None:
@@ -161,25 +376,40 @@ class StageSecrets:
         repo = self._store.get_repo_by_id(stage.repo_id)
         return self._remember(repo, stage, ())
 
+    def secrets_changed(self) -> None:
+        """A secret of some scope was set or deleted: every stage's masker is rebuilt at its
+        next use, with the current secrets and everything handed out before (this process's
+        maskers; another server process rebuilds its own when its cache turns over)."""
+        with self._lock:
+            self._changes += 1
+            for entry in self._maskers.values():
+                entry.masker = None
+
     def repo_secrets_changed(self, repo_id: int) -> None:
-        """A secret of the repository was set or deleted: its stages' maskers are rebuilt at
-        their next use, with the current secrets and everything handed out before (this
-        process's maskers; another server process rebuilds its own when its cache turns
-        over)."""
+        """A secret of one repository changed: its stages' maskers are rebuilt."""
         with self._lock:
             self._changes += 1
             for entry in self._maskers.values():
                 if entry.repo_id == repo_id:
                     entry.masker = None
 
+    def _scope_values(self, repo: Repo) -> set[str]:
+        values: set[str] = set()
+        for record in self._store.find_secrets(repo.id, repo.owner, None).values():
+            try:
+                values.add(self._store.open_secret(record))
+            except StoreError:
+                continue  # never handed out either (plan refuses it): nothing to mask
+        return values
+
     def _remember(self, repo: Repo | None, stage: Stage, handed: Iterable[str]) -> SecretMasker:
         """Build (and cache) the masker of ``stage``: ``handed`` and whatever was handed to
-        it before, the repository's current secrets, the clone password."""
+        it before, the secrets of its scopes, the clone password."""
         with self._lock:
             changes = self._changes
         others: set[str] = set()
         if repo is not None:
-            others.update(self._store.get_repo_secrets(repo.id).values())
+            others.update(self._scope_values(repo))
             others.add(self.clone(repo, stage).password)
         with self._lock:
             previous = self._maskers.get(stage.id)
