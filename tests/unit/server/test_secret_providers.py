@@ -243,3 +243,54 @@ def test_a_bug_in_the_exchange_is_a_failure_not_a_hang() -> None:
 
 def test_the_value_never_shows_in_a_repr() -> None:
     assert "v-123456" not in repr(ExternalSecret("v-123456", True, False))
+
+
+def test_a_provider_that_did_not_answer_is_not_asked_again_for_a_while() -> None:
+    # A stage naming several external secrets must not wait one timeout per secret.
+    calls: list[str] = []
+    now = [100.0]
+
+    def refuse(req: httpx.Request) -> httpx.Response:
+        calls.append(str(req.url))
+        raise httpx.ConnectError("connection refused")
+
+    provider = HttpSecretProvider(
+        "https://ext",
+        TOKEN,
+        transport=httpx.MockTransport(refuse),
+        cool_down=10.0,
+        clock=lambda: now[0],
+    )
+    with pytest.raises(SecretProviderError, match=r"^cannot connect$"):
+        provider.find(request())
+    now[0] += 4
+    with pytest.raises(SecretProviderError) as caught:
+        provider.find(request())
+    assert str(caught.value) == "cannot connect, 4 s ago; asked again in 6 s"
+    assert len(calls) == 1
+    now[0] += 7  # past the cool-down (which the refused lookup did not extend)
+    with pytest.raises(SecretProviderError, match=r"^cannot connect$"):
+        provider.find(request())
+    assert len(calls) == 2
+
+
+def test_an_answer_even_an_error_ends_the_cool_down() -> None:
+    replies = [httpx.ConnectError("refused"), 500, 200]
+    now = [0.0]
+
+    def answer(req: httpx.Request) -> httpx.Response:
+        reply = replies.pop(0)
+        if isinstance(reply, Exception):
+            raise reply
+        return httpx.Response(reply, stream=httpx.ByteStream(b'{"data": "v-123456"}'))
+
+    provider = HttpSecretProvider(
+        "https://ext", TOKEN, transport=httpx.MockTransport(answer), clock=lambda: now[0]
+    )
+    with pytest.raises(SecretProviderError, match="cannot connect"):
+        provider.find(request())
+    now[0] += 60
+    with pytest.raises(SecretProviderError, match="HTTP 500"):
+        provider.find(request())
+    # A status is an answer: no cool-down, the next lookup is sent at once.
+    assert provider.find(request()) == ExternalSecret("v-123456", False, False)

@@ -20,6 +20,8 @@ from __future__ import annotations
 import json
 import ssl
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Protocol
@@ -40,6 +42,7 @@ class SecretProviderError(Exception):
         super().__init__(reason)
         self.secret = secret
         self.reason = reason
+        self.no_answer = False  # the provider did not answer at all (timeout, no connection)
 
     @property
     def message(self) -> str:
@@ -84,6 +87,7 @@ class SecretProvider(Protocol):
 # -- the HTTP provider: Drone's secret extension protocol ---------------------------------------
 
 DRONE_SECRET_V1 = "application/vnd.drone.secret.v1+json"  # noqa: S105 - a media type
+DEFAULT_COOL_DOWN = 10.0  # seconds a provider that did not answer is not asked again
 MAX_REPLY_BYTES = 1 << 20  # a reply holds one secret; more is a broken or hostile provider
 _ERROR_TEXT_CHARS = 200
 
@@ -102,7 +106,11 @@ class HttpSecretProvider:
 
     ``timeout`` bounds the whole lookup as the caller sees it: the exchange runs in a
     daemon thread that the caller stops waiting for when the time is up (the thread itself
-    ends within its own HTTP timeouts). A fork build's lookup is never sent.
+    ends within its own HTTP timeouts). A provider that did not answer (timed out, refused
+    the connection) is not asked again for ``cool_down`` seconds: lookups fail at once with
+    the same reason, so a stage that names several external secrets waits one timeout, not
+    one per secret — its details must reach the runner before the runner's request times
+    out. A fork build's lookup is never sent.
     """
 
     def __init__(
@@ -113,6 +121,8 @@ class HttpSecretProvider:
         timeout: float = 10.0,
         verify: bool | ssl.SSLContext = True,
         transport: httpx.BaseTransport | None = None,
+        cool_down: float = DEFAULT_COOL_DOWN,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if not token:
             raise ValueError("the secret provider needs a token to sign its requests")
@@ -121,6 +131,10 @@ class HttpSecretProvider:
         self._timeout = timeout
         self._verify = verify
         self._transport = transport
+        self._cool_down = cool_down
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._down: tuple[float, str] | None = None  # (since, reason) of the last no-answer
 
     def __repr__(self) -> str:
         return f"HttpSecretProvider({self._endpoint!r})"
@@ -138,6 +152,7 @@ class HttpSecretProvider:
             },
             separators=(",", ":"),
         ).encode("utf-8")
+        self._check_down(request.name)
         outcome: list[ExternalSecret | SecretProviderError | None] = []
 
         def run() -> None:
@@ -152,11 +167,31 @@ class HttpSecretProvider:
         worker.start()
         worker.join(self._timeout)
         if not outcome:
-            raise _unavailable(request.name, f"no answer within {self._timeout:g} s")
+            outcome.append(
+                _unavailable(request.name, f"no answer within {self._timeout:g} s", no_answer=True)
+            )
         result = outcome[0]
+        with self._lock:
+            if isinstance(result, SecretProviderError) and result.no_answer:
+                self._down = (self._clock(), result.reason)
+            else:
+                self._down = None  # it answered (even an error status): it is up
         if isinstance(result, SecretProviderError):
             raise result
         return result
+
+    def _check_down(self, name: str) -> None:
+        with self._lock:
+            down = self._down
+        if down is None:
+            return
+        since, reason = down
+        ago = self._clock() - since
+        if ago < self._cool_down:
+            raise _unavailable(
+                name,
+                f"{reason}, {ago:.0f} s ago; asked again in {self._cool_down - ago:.0f} s",
+            )  # not "no answer" itself: the cool-down must not extend itself
 
     def _exchange(self, name: str, body: bytes) -> ExternalSecret | None:
         headers = sign_request(self._key, body, accept=DRONE_SECRET_V1)
@@ -174,7 +209,10 @@ class HttpSecretProvider:
                 status = reply.status_code
                 encoding = reply.headers.get("content-encoding", "identity").lower()
         except httpx.TimeoutException:
-            raise _unavailable(name, f"no answer within {self._timeout:g} s") from None
+            reason = f"no answer within {self._timeout:g} s"
+            raise _unavailable(name, reason, no_answer=True) from None
+        except (httpx.ConnectError, httpx.RemoteProtocolError) as exc:
+            raise _unavailable(name, _transport_reason(exc), no_answer=True) from None
         except httpx.HTTPError as exc:
             raise _unavailable(name, _transport_reason(exc)) from None
         if status in {HTTPStatus.NOT_FOUND, HTTPStatus.NO_CONTENT}:
@@ -273,8 +311,10 @@ def drone_build(build: Build) -> dict[str, object]:
     }
 
 
-def _unavailable(name: str, reason: str) -> SecretProviderError:
-    return SecretProviderError(name, reason)
+def _unavailable(name: str, reason: str, *, no_answer: bool = False) -> SecretProviderError:
+    error = SecretProviderError(name, reason)
+    error.no_answer = no_answer
+    return error
 
 
 def _status_error(name: str, status: int, text: str) -> SecretProviderError:
