@@ -184,7 +184,9 @@ class ServerSettings(BaseSettings):
         ),
     )
     secret_plugin_ca_cert: Path | None = None  # a private CA that signed the provider's cert
-    secret_plugin_timeout: float = Field(default=10.0, gt=0, le=60)
+    # At most 20 s: the stage's details (which wait for the provider) must reach the runner
+    # within the 30 s its requests allow beyond a long-poll.
+    secret_plugin_timeout: float = Field(default=10.0, gt=0, le=20)
     # Secrets not changed for longer than this are flagged overdue by the API and the CLI.
     secret_rotation_days: int = Field(default=90, ge=1, le=3650)
 
