@@ -7,8 +7,10 @@ on that stage, so a second runner (or a holder of a stale lease) learns nothing 
 
 Flow of one stage::
 
-    POST /rpc/v1/request            RunnerPoll  -> 200 Lease | 204 (long-poll, no work)
-    GET  /rpc/v1/stages/{id}                    -> StageDetails (config, build, secrets)
+    POST /rpc/v1/request            RunnerPoll  -> 200 Lease (with the StageDetails) | 204
+                                                   (long-poll, no work)
+    GET  /rpc/v1/stages/{id}                    -> StageDetails (config, build, secrets): for a
+                                                   lease without them, or a resumed one
     GET  /rpc/v1/stages/{id}/source             -> git bundle of the commit (local forge)
     POST /rpc/v1/stages/{id}/heartbeat          -> HeartbeatReply (renews the lease; cancel?)
     POST /rpc/v1/stages/{id}/steps              StepUpdate (state changes of one step)
@@ -33,7 +35,10 @@ from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field
 
-PROTOCOL_VERSION = 1
+# 2: the lease reply carries the stage's details. The server still serves protocol 1
+# runners (they fetch the details with GET /rpc/v1/stages/{id}).
+PROTOCOL_VERSION = 2
+OLDEST_PROTOCOL_VERSION = 1
 
 LEASE_HEADER = "X-Bastion-Lease"
 PATH_REQUEST = "/rpc/v1/request"
@@ -73,13 +78,6 @@ class RunnerPoll(Message):
     # runner keeps it short so that it stops within seconds on SIGTERM; its HTTP read
     # timeout is longer than this, so a lease is never handed to a request it gave up on.
     wait: float = Field(default=30.0, ge=0, le=120)
-
-
-class Lease(Message):
-    stage_id: int
-    lease_id: str  # secret to the holder; sent back in LEASE_HEADER
-    expires_in: float  # seconds until the lease lapses without a heartbeat
-    heartbeat_interval: float
 
 
 class RepoInfo(Message):
@@ -158,6 +156,17 @@ class StageDetails(Message):
     secret_denials: dict[str, dict[str, str]] = Field(default_factory=dict)
     system_host: str = ""
     system_proto: str = "http"
+
+
+class Lease(Message):
+    stage_id: int
+    lease_id: str  # secret to the holder; sent back in LEASE_HEADER
+    expires_in: float  # seconds until the lease lapses without a heartbeat
+    heartbeat_interval: float
+    # The stage's details, to the runner that polled with protocol 2 or later (it then skips
+    # GET /rpc/v1/stages/{id}); None when the server could not make them at lease time (the
+    # runner asks with the lease, which answers 503 until the forge can be read).
+    details: StageDetails | None = Field(default=None, repr=False)
 
 
 class HeartbeatReply(Message):

@@ -2,9 +2,10 @@
 
 Order of work, so that nothing starts unless it may::
 
-    heartbeats start ─ details ─ masker (stage secrets + clone password)
-      ─ parse .drone.yml ─ find the pipeline ─ compile with the repo's trust and the runner's
-        hardening (policy checked again here: a refusal ends the stage before any container)
+    heartbeats start ─ details (sent with the lease, else asked for) ─ masker (stage
+      secrets + clone password) ─ parse .drone.yml (cached by digest: ``manifests``)
+      ─ find the pipeline ─ compile with the repo's trust and the runner's hardening
+        (policy checked again here: a refusal ends the stage before any container)
       ─ announce the steps ─ source on the host ─ workspace tar ─ Executor on the backend
       ─ flush step updates and logs ─ complete ─ heartbeats stop
 
@@ -35,6 +36,7 @@ from bastion.engine.hardening import Hardening
 from bastion.engine.masking import SecretMasker, SecretTooShortError, validate_secrets
 from bastion.engine.plan import LABEL_OWNER_HOST, LABEL_OWNER_PID, Plan
 from bastion.rpc.messages import Lease, StageDetails, StageResult, StepState
+from bastion.runner import manifests
 from bastion.runner.cleanup import LABEL_RUNNER, LABEL_STAGE, run_id_for
 from bastion.runner.context import build_context
 from bastion.runner.lease import LeaseKeeper
@@ -48,7 +50,6 @@ from bastion.runner.source import (
 from bastion.runner.uploader import Uploader
 from bastion.spec.conditions import MatchContext
 from bastion.spec.diagnostics import Diagnostic
-from bastion.spec.parse import parse
 
 log = logging.getLogger("bastion.runner.stage")
 
@@ -117,7 +118,10 @@ class StageRun:
         run: RunResult | None = None
         state, error = StepState.ERROR, ""
         try:
-            details = env.rpc.stage(self.stage_id, lease.lease_id, stop=self.give_up)
+            # Protocol 2: the details came with the lease (one request less per stage).
+            details = lease.details or env.rpc.stage(
+                self.stage_id, lease.lease_id, stop=self.give_up
+            )
             masker = _masker(details)
             plan, match, clone = self._compile(details)
             reporter.announce(plan)
@@ -187,7 +191,7 @@ class StageRun:
 
     def _compile(self, details: StageDetails) -> tuple[Plan, MatchContext, bool]:
         """The plan, the match context and whether the pipeline wants a clone."""
-        parsed = parse(details.config, filename=details.config_path or ".drone.yml")
+        parsed = manifests.parsed(details.config, details.config_path or ".drone.yml")
         if not parsed.ok:
             raise StageError(
                 f"{details.config_path} has errors, nothing was run:\n"

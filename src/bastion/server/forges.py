@@ -18,6 +18,7 @@ import os
 import re
 import subprocess
 import threading
+from collections import OrderedDict
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Protocol
@@ -30,6 +31,8 @@ from bastion.store.types import Repo
 
 LOCAL_HOOK_PATH = "/hook/local"
 _SHA = re.compile(r"^[0-9a-f]{40}([0-9a-f]{24})?$")
+CONFIG_CACHE = 128  # config files remembered by (repository, path, commit)
+_CACHED_FILE_LIMIT = 256 * 1024  # larger ones are read each time: the cache stays <= 32 MiB
 
 
 class FileSource(Protocol):
@@ -58,6 +61,7 @@ class ForgeAccess:
         )
         self._given = dict(clients or {})
         self._clients: dict[str, GitHubClient | GiteaClient | GitLabClient] = {}
+        self._configs: OrderedDict[tuple[int, str, str], bytes] = OrderedDict()
         self._lock = threading.Lock()
 
     def close(self) -> None:
@@ -92,8 +96,27 @@ class ForgeAccess:
         raise ForgeError(forge, f"unknown forge {forge!r}")
 
     def fetch_config(self, repo: Repo, sha: str) -> bytes | None:
-        """The repository's config file at commit ``sha``; None when there is none."""
-        return self.source(repo).fetch_file(repo.owner, repo.name, sha, repo.config_path)
+        """The repository's config file at commit ``sha``; None when there is none.
+
+        Remembered by (repository id, path, commit) for the last ``CONFIG_CACHE`` files: a
+        commit's content never changes, and every stage of a build reads the same file (three
+        ``git`` processes each on the local forge). Only full commit ids are remembered, and
+        only files that exist (up to 256 KiB)."""
+        key = (repo.id, repo.config_path, sha)
+        cacheable = _SHA.match(sha) is not None
+        if cacheable:
+            with self._lock:
+                cached = self._configs.get(key)
+                if cached is not None:
+                    self._configs.move_to_end(key)
+                    return cached
+        content = self.source(repo).fetch_file(repo.owner, repo.name, sha, repo.config_path)
+        if cacheable and content is not None and len(content) <= _CACHED_FILE_LIMIT:
+            with self._lock:
+                self._configs[key] = content
+                while len(self._configs) > CONFIG_CACHE:
+                    self._configs.popitem(last=False)
+        return content
 
     def commit(self, repo: Repo, sha: str) -> CommitInfo | None:
         """Message and author of ``sha`` where the server can read them (local forge)."""

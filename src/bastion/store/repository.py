@@ -35,10 +35,11 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from types import TracebackType
-from typing import Any, Final, TypeVar
+from typing import Any, Final, TypeVar, cast
 
-from sqlalchemy import CursorResult, delete, inspect, select, text, update
+from sqlalchemy import CursorResult, Table, delete, func, inspect, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -72,6 +73,7 @@ from bastion.store.types import (
     StageKey,
     Status,
     Step,
+    StepReport,
     Token,
     User,
 )
@@ -591,9 +593,51 @@ class Store(AuditStore, RekeyStore, SecretStore):
             return [_convert.stage(r) for r in rows]
 
     def get_stage(self, stage_id: int) -> Stage | None:
-        with self._tx() as session:
-            row = session.get(StageRow, stage_id)
-            return None if row is None else _convert.stage(row)
+        with self._core() as connection:
+            return _stage_of(connection, stage_id)
+
+    def build_with_stages(self, build_id: int) -> tuple[Build | None, list[Stage]]:
+        """A build and its stages (by number), read in one transaction: what the build state
+        machine settles."""
+        with self._core() as connection:
+            build: Any = connection.execute(select(_BUILDS).where(_BUILDS.c.id == build_id)).first()
+            if build is None:
+                return None, []
+            rows: Any = connection.execute(
+                select(_STAGES).where(_STAGES.c.build_id == build_id).order_by(_STAGES.c.number)
+            )
+            return _convert.build(build), [_convert.stage(r) for r in rows]
+
+    def build_and_repo(self, build_id: int, repo_id: int) -> tuple[Build | None, Repo | None]:
+        """A stage's build and repository, read in one transaction (the stage details)."""
+        with self._core() as connection:
+            build: Any = connection.execute(select(_BUILDS).where(_BUILDS.c.id == build_id)).first()
+            repo: Any = connection.execute(select(_REPOS).where(_REPOS.c.id == repo_id)).first()
+        return (
+            None if build is None else _convert.build(build),
+            None if repo is None else _convert.repo(repo),
+        )
+
+    def start_build(self, build_id: int) -> Build | None:
+        """Mark a pending (or blocked) build ``running``, with ``started`` = now unless set: the
+        build's first lease. None when the build was not pending (nothing changed)."""
+        now = self._now()
+        statement = (
+            update(_BUILDS)
+            .where(
+                _BUILDS.c.id == build_id,
+                _BUILDS.c.status.in_([Status.PENDING.value, Status.BLOCKED.value]),
+            )
+            .values(
+                status=Status.RUNNING.value,
+                started=func.coalesce(func.nullif(_BUILDS.c.started, 0), now),
+                updated=now,
+            )
+            .returning(*_BUILDS.c)
+        )
+        with self._core(write=True) as connection:
+            row: Any = connection.execute(statement).first()
+        return None if row is None else _convert.build(row)
 
     def update_stage(
         self,
@@ -656,6 +700,32 @@ class Store(AuditStore, RekeyStore, SecretStore):
             for id_, os, arch, labels in rows
         ]
 
+    def take_stage(
+        self, stage_id: int, runner_id: int, machine: str, lease_hash: str, expires: int
+    ) -> Stage | None:
+        """``lease_stage`` that returns the leased stage (None for every caller but the one
+        that got it): the compare-and-set and the read in one statement (UPDATE ...
+        RETURNING), on a pooled connection without an ORM session."""
+        _require_hash("lease_hash", lease_hash)
+        now = self._now()
+        statement = (
+            update(_STAGES)
+            .where(_STAGES.c.id == stage_id, _STAGES.c.status == Status.PENDING.value)
+            .values(
+                status=Status.RUNNING.value,
+                runner_id=runner_id,
+                machine=machine,
+                lease_hash=lease_hash,
+                lease_expires=expires,
+                started=now,
+                updated=now,
+            )
+            .returning(*_STAGES.c)
+        )
+        with self._core(write=True) as connection:
+            row: Any = connection.execute(statement).first()
+        return None if row is None else _convert.stage(row)
+
     def lease_stage(
         self, stage_id: int, runner_id: int, machine: str, lease_hash: str, expires: int
     ) -> bool:
@@ -687,33 +757,53 @@ class Store(AuditStore, RekeyStore, SecretStore):
         """The stage when ``runner_id`` holds a live lease on it with this lease hash: the stage
         is running, leased to that runner, the hash matches (compared in constant time) and the
         lease has not expired. None otherwise, whatever the reason."""
-        with self._tx() as session:
-            row = session.get(StageRow, stage_id)
-            if row is None:
-                return None
-            stored = row.lease_hash or ""
-            # Compare first and always, so that timing does not tell which check failed.
-            hash_ok = tokens_equal(stored, lease_hash)
-            live = (
-                row.status == Status.RUNNING.value
-                and row.runner_id == runner_id
-                and bool(stored)
-                and row.lease_expires >= self._now()
-            )
-            return _convert.stage(row) if hash_ok and live else None
+        with self._core() as connection:
+            row: Any = connection.execute(select(_STAGES).where(_STAGES.c.id == stage_id)).first()
+        return self._live_lease(row, runner_id, lease_hash)
+
+    def authorize_lease(
+        self, token_hash: str, stage_id: int, lease_hash: str
+    ) -> tuple[Runner | None, Stage | None]:
+        """``find_runner_by_token`` and ``check_lease`` in one read transaction: (None, None)
+        for an unknown or revoked token, (runner, None) when that runner holds no live lease
+        on the stage with this lease hash, else (runner, stage)."""
+        with self._core() as connection:
+            runner: Any = connection.execute(
+                select(_RUNNERS).where(
+                    _RUNNERS.c.token_hash == token_hash, _RUNNERS.c.revoked.is_(False)
+                )
+            ).first()
+            if runner is None:
+                return None, None
+            row: Any = connection.execute(select(_STAGES).where(_STAGES.c.id == stage_id)).first()
+        found = _convert.runner(runner)
+        return found, self._live_lease(row, found.id, lease_hash)
+
+    def _live_lease(self, row: Any, runner_id: int, lease_hash: str) -> Stage | None:
+        if row is None:
+            return None
+        stored = row.lease_hash or ""
+        # Compare first and always, so that timing does not tell which check failed.
+        hash_ok = tokens_equal(stored, lease_hash)
+        live = (
+            row.status == Status.RUNNING.value
+            and row.runner_id == runner_id
+            and bool(stored)
+            and row.lease_expires >= self._now()
+        )
+        return _convert.stage(row) if hash_ok and live else None
 
     def renew_lease(self, stage_id: int, expires: int) -> None:
         """Move the lease's expiry of a running stage to ``expires``. No-op when the stage is
         not running any more; ``NotFound`` when it does not exist."""
-        with self._tx(write=True) as session:
-            result = self._execute(
-                session,
-                update(StageRow)
-                .where(StageRow.id == stage_id, StageRow.status == Status.RUNNING.value)
-                .values(lease_expires=expires),
+        with self._core(write=True) as connection:
+            result = connection.execute(
+                update(_STAGES)
+                .where(_STAGES.c.id == stage_id, _STAGES.c.status == Status.RUNNING.value)
+                .values(lease_expires=expires)
             )
-            if result.rowcount == 0:
-                self._stage_by_id(session, stage_id)
+            if result.rowcount == 0 and _stage_of(connection, stage_id) is None:
+                raise NotFound(f"stage {stage_id} does not exist")
 
     def expired_leases(self, now: int) -> list[Stage]:
         """Running stages whose lease lapsed before ``now``."""
@@ -756,46 +846,112 @@ class Store(AuditStore, RekeyStore, SecretStore):
     ) -> Step:
         """Create step ``number`` of the stage or update it. ``started`` / ``stopped`` of 0 keep
         the stored value, so a later update that does not know them does not erase them."""
-        values: dict[str, Any] = {
-            "stage_id": stage_id,
-            "number": number,
-            "name": name,
-            "status": Status(status).value,
-            "exit_code": exit_code,
-            "error": error,
-            "started": started,
-            "stopped": stopped,
-            "detached": detached,
-            "service": service,
-        }
-        with self._tx(write=True) as session:
-            self._stage_by_id(session, stage_id)
-            insert = self._insert(StepRow).values(**values)
-            excluded = insert.excluded
-            changes: dict[str, Any] = {
-                "name": excluded.name,
-                "status": excluded.status,
-                "exit_code": excluded.exit_code,
-                "error": excluded.error,
-                "detached": excluded.detached,
-                "service": excluded.service,
-            }
-            if started:
-                changes["started"] = excluded.started
-            if stopped:
-                changes["stopped"] = excluded.stopped
-            session.execute(
-                insert.on_conflict_do_update(
-                    index_elements=[StepRow.stage_id, StepRow.number], set_=changes
-                )
-            )
-            row = session.scalar(
-                select(StepRow)
-                .where(StepRow.stage_id == stage_id, StepRow.number == number)
-                .execution_options(populate_existing=True)
-            )
-            assert row is not None
+        report = StepReport(
+            number=number,
+            name=name,
+            status=Status(status),
+            exit_code=exit_code,
+            error=error,
+            started=started,
+            stopped=stopped,
+            detached=detached,
+            service=service,
+        )
+        with self._core(write=True) as connection:
+            if _stage_of(connection, stage_id) is None:
+                raise NotFound(f"stage {stage_id} does not exist")
+            row: Any = connection.execute(
+                self._step_upsert(stage_id, report).returning(*_STEPS.c)
+            ).one()
             return _convert.step(row)
+
+    def finish_stage(
+        self,
+        stage_id: int,
+        *,
+        status: Status,
+        error: str,
+        exit_code: int = 0,
+        steps: Sequence[StepReport] = (),
+        running_becomes: Status = Status.ERROR,
+    ) -> tuple[Stage, bool] | None:
+        """End a stage in one write transaction: store the runner's final ``steps``, close the
+        steps still open (running ones become ``running_becomes``, the others ``skipped``),
+        and give the stage its outcome (its lease ends; ``started`` = now unless set).
+
+        Returns (stage, True) when this call ended it; (stage as it is, False) when it had
+        ended already (the first outcome is kept, the steps are not written); None when the
+        stage does not exist."""
+        now = self._now()
+        with self._core(write=True) as connection:
+            # FOR UPDATE: on PostgreSQL a concurrent end of the same stage (the reaper, a
+            # retried report) waits and then sees it done; SQLite's BEGIN IMMEDIATE does that.
+            current = _stage_of(connection, stage_id, for_update=True)
+            if current is None:
+                return None
+            if current.status.done:
+                return current, False
+            for report in steps:
+                connection.execute(self._step_upsert(stage_id, report))
+            open_steps: Any = connection.execute(
+                select(_STEPS.c.id, _STEPS.c.status).where(
+                    _STEPS.c.stage_id == stage_id, _STEPS.c.status.in_(_OPEN_STATES)
+                )
+            ).all()
+            for step_id, step_status in open_steps:
+                closed = running_becomes if step_status == Status.RUNNING.value else Status.SKIPPED
+                connection.execute(
+                    update(_STEPS)
+                    .where(_STEPS.c.id == step_id)
+                    .values(status=closed.value, stopped=now)
+                )
+            row: Any = connection.execute(
+                update(_STAGES)
+                .where(_STAGES.c.id == stage_id)
+                .values(
+                    status=status.value,
+                    error=error,
+                    exit_code=exit_code,
+                    stopped=now,
+                    started=current.started or now,
+                    lease_hash=None,
+                    lease_expires=0,
+                    updated=now,
+                )
+                .returning(*_STAGES.c)
+            ).one()
+            return _convert.stage(row), True
+
+    def _step_upsert(self, stage_id: int, report: StepReport) -> Any:
+        """INSERT ... ON CONFLICT (stage, number) DO UPDATE of one step."""
+        insert = self._insert(StepRow).values(
+            stage_id=stage_id,
+            number=report.number,
+            name=report.name,
+            status=Status(report.status).value,
+            exit_code=report.exit_code,
+            error=report.error,
+            started=report.started,
+            stopped=report.stopped,
+            detached=report.detached,
+            service=report.service,
+        )
+        excluded = insert.excluded
+        changes: dict[str, Any] = {
+            "name": excluded.name,
+            "status": excluded.status,
+            "exit_code": excluded.exit_code,
+            "error": excluded.error,
+            "detached": excluded.detached,
+            "service": excluded.service,
+        }
+        if report.started:
+            changes["started"] = excluded.started
+        if report.stopped:
+            changes["stopped"] = excluded.stopped
+        return insert.on_conflict_do_update(
+            index_elements=[StepRow.stage_id, StepRow.number], set_=changes
+        )
 
     def list_steps(self, stage_id: int) -> list[Step]:
         with self._tx() as session:
@@ -805,11 +961,11 @@ class Store(AuditStore, RekeyStore, SecretStore):
             return [_convert.step(r) for r in rows]
 
     def get_step(self, stage_id: int, number: int) -> Step | None:
-        with self._tx() as session:
-            row = session.scalar(
-                select(StepRow).where(StepRow.stage_id == stage_id, StepRow.number == number)
-            )
-            return None if row is None else _convert.step(row)
+        with self._core() as connection:
+            row: Any = connection.execute(
+                select(_STEPS).where(_STEPS.c.stage_id == stage_id, _STEPS.c.number == number)
+            ).first()
+        return None if row is None else _convert.step(row)
 
     def append_log_lines(self, step_id: int, lines: Sequence[tuple[int, float, str]]) -> int:
         """Store ``(n, t, text)`` lines of a step; a line whose number ``n`` is stored already
@@ -886,13 +1042,13 @@ class Store(AuditStore, RekeyStore, SecretStore):
 
     def find_runner_by_token(self, token_hash: str) -> Runner | None:
         """The runner with this token hash; None when there is none or it is revoked."""
-        with self._tx() as session:
-            row = session.scalar(
-                select(RunnerRow).where(
-                    RunnerRow.token_hash == token_hash, RunnerRow.revoked.is_(False)
+        with self._core() as connection:
+            row: Any = connection.execute(
+                select(_RUNNERS).where(
+                    _RUNNERS.c.token_hash == token_hash, _RUNNERS.c.revoked.is_(False)
                 )
-            )
-            return None if row is None else _convert.runner(row)
+            ).first()
+        return None if row is None else _convert.runner(row)
 
     def find_runner(self, name: str) -> Runner | None:
         """The live (not revoked) runner of that name, or None."""
@@ -931,16 +1087,21 @@ class Store(AuditStore, RekeyStore, SecretStore):
         when: int,
     ) -> None:
         """Record what a runner reported when it last polled."""
-        with self._tx(write=True) as session:
-            row = session.get(RunnerRow, runner_id)
-            if row is None:
+        with self._core(write=True) as connection:
+            result = connection.execute(
+                update(_RUNNERS)
+                .where(_RUNNERS.c.id == runner_id)
+                .values(
+                    os=os,
+                    arch=arch,
+                    labels=dict(labels),
+                    capacity=capacity,
+                    version=version,
+                    last_seen=when,
+                )
+            )
+            if result.rowcount == 0:
                 raise NotFound(f"runner {runner_id} does not exist")
-            row.os = os
-            row.arch = arch
-            row.labels = dict(labels)
-            row.capacity = capacity
-            row.version = version
-            row.last_seen = when
 
     def stages_of_runner(self, runner_id: int, statuses: Sequence[Status]) -> list[Stage]:
         wanted = [Status(s).value for s in statuses]
@@ -1006,6 +1167,16 @@ class Store(AuditStore, RekeyStore, SecretStore):
             yield session
             session.commit()
 
+    @contextmanager
+    def _core(self, *, write: bool = False) -> Iterator[Connection]:
+        """One transaction on a pooled connection without an ORM session: the hot path's
+        single-row reads and writes (a session costs several times the query itself)."""
+        with self._serialised(), self._wrap(), self._engine.connect() as connection:
+            if write:
+                connection.execution_options(**{WRITE_OPTION: True})  # applies in place
+            with connection.begin():
+                yield connection
+
     @staticmethod
     def _execute(session: Session, statement: Any) -> CursorResult[Any]:
         """Run a Core UPDATE / DELETE on the session's connection, for its ``rowcount``."""
@@ -1053,6 +1224,21 @@ class Store(AuditStore, RekeyStore, SecretStore):
         return session.scalar(
             select(RunnerRow).where(RunnerRow.name == name, RunnerRow.revoked.is_(False))
         )
+
+
+_STAGES: Final = cast(Table, StageRow.__table__)
+_STEPS: Final = cast(Table, StepRow.__table__)
+_BUILDS: Final = cast(Table, BuildRow.__table__)
+_REPOS: Final = cast(Table, RepoRow.__table__)
+_RUNNERS: Final = cast(Table, RunnerRow.__table__)
+# Step states that are not final: what ``finish_stage`` closes.
+_OPEN_STATES: Final = tuple(s.value for s in Status if not s.done)
+
+
+def _stage_of(connection: Connection, stage_id: int, *, for_update: bool = False) -> Stage | None:
+    query = select(_STAGES).where(_STAGES.c.id == stage_id)
+    row: Any = connection.execute(query.with_for_update() if for_update else query).first()
+    return None if row is None else _convert.stage(row)
 
 
 def _webhook_aad(repo_id: int) -> bytes:

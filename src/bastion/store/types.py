@@ -241,6 +241,22 @@ class Step:
 
 
 @dataclass(frozen=True)
+class StepReport:
+    """A runner's report of one step, as ``Store.finish_stage`` writes it: times of 0 keep
+    the stored value."""
+
+    number: int
+    name: str
+    status: Status
+    exit_code: int = 0
+    error: str = ""
+    started: int = 0
+    stopped: int = 0
+    detached: bool = False
+    service: bool = False
+
+
+@dataclass(frozen=True)
 class Runner:
     id: int
     name: str

@@ -12,7 +12,7 @@ from bastion.server.services.scheduler import Scheduler
 from bastion.server.services.signals import Wakeups
 from bastion.server.settings import ServerSettings
 from bastion.store import Store
-from bastion.store.types import NewBuild, NewStage, Repo, Runner, Status
+from bastion.store.types import NewBuild, NewStage, Repo, Runner, Stage, Status
 
 
 @pytest.fixture
@@ -77,15 +77,15 @@ def test_pollers_start_at_a_random_matching_stage_and_go_round(
 
     monkeypatch.setattr("bastion.server.services.scheduler.random.randrange", randrange)
     lost = {c}  # another runner takes c between the query and the compare-and-set
-    lease_stage = store.lease_stage
+    take_stage = store.take_stage
 
-    def racing_lease_stage(stage_id: int, *args: object) -> bool:
+    def racing_take_stage(stage_id: int, *args: object) -> Stage | None:
         if stage_id in lost:
             lost.discard(stage_id)
-            return False
-        return lease_stage(stage_id, *args)  # type: ignore[arg-type]
+            return None
+        return take_stage(stage_id, *args)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(store, "lease_stage", racing_lease_stage)
+    monkeypatch.setattr(store, "take_stage", racing_take_stage)
     leased = []
     for _ in range(3):
         lease = scheduler.try_lease(runner, RunnerPoll())

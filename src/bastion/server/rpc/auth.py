@@ -2,10 +2,11 @@
 
 ``require_runner``: ``Authorization: Bearer <runner token>`` (never a query parameter: runner
 tokens must not end up in access logs), hashed and looked up; unknown or revoked → 401.
-``require_lease``: the stage's live lease, presented in ``X-Bastion-Lease``, checked by
-``store.check_lease`` (hash compared in constant time; the stage must be running, leased to
-this runner, the lease not lapsed). Every failure is the same 409 with the same message, so a
-runner asking about another runner's stage learns neither its details nor why it was refused.
+``require_lease``: the runner token as above and the stage's live lease, presented in
+``X-Bastion-Lease``, checked together by ``store.authorize_lease`` (hash compared in constant
+time; the stage must be running, leased to this runner, the lease not lapsed). Every failure
+is the same 409 with the same message, so a runner asking about another runner's stage learns
+neither its details nor why it was refused.
 """
 
 from __future__ import annotations
@@ -49,12 +50,17 @@ class LeasedStage:
     stage: Stage
 
 
-def require_lease(stage_id: int, request: Request, runner: RunnerDep, ctx: CtxDep) -> LeasedStage:
+def require_lease(stage_id: int, request: Request, ctx: CtxDep) -> LeasedStage:
+    # The runner and its lease in one read (``store.authorize_lease``): this check runs for
+    # every stage call, so it is worth one transaction rather than two.
+    token_hash = hash_token(_bearer(request))
     lease = request.headers.get(LEASE_HEADER, "")
-    stage = None
-    if lease and len(lease) <= _MAX_TOKEN_CHARS:
-        stage = ctx.store.check_lease(stage_id, runner.id, hash_token(lease))
-    if stage is None:
+    if not lease or len(lease) > _MAX_TOKEN_CHARS:
+        lease = ""  # still look the runner up: a bad token is 401 whatever the lease
+    runner, stage = ctx.store.authorize_lease(token_hash, stage_id, hash_token(lease))
+    if runner is None:
+        raise Unauthorized("unknown or revoked runner token")
+    if stage is None or not lease:
         raise Conflict(f"stage {stage_id}: this runner holds no live lease on it")
     return LeasedStage(runner, stage)
 

@@ -5,9 +5,11 @@ is nothing to say (no work, an upload stored), 401 for a bad runner token, 409 f
 call without the live lease, 503 when a forge cannot be read (the runner retries). State
 changes go through the services (``BuildService``, ``LogService``, ``Scheduler``).
 
-Only the leaseholder's ``GET /rpc/v1/stages/{id}`` returns secrets (those the stage's
-pipeline references and its build is entitled to; see ``services.secrets``), the clone
-credentials and the config.
+Only the leaseholder gets a stage's details: secrets (those the stage's pipeline references
+and its build is entitled to; see ``services.secrets``), the clone credentials and the
+config. They travel in the reply to the poll that leased it the stage (protocol 2: one request
+less per stage), or come from ``GET /rpc/v1/stages/{id}`` with the lease (protocol 1, a lease
+whose details could not be made at once, a runner resuming after a restart).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from fastapi.responses import FileResponse, Response
 from starlette.background import BackgroundTask
 
 from bastion.rpc.messages import (
+    OLDEST_PROTOCOL_VERSION,
     PATH_COMPLETE,
     PATH_HEARTBEAT,
     PATH_LOGS,
@@ -49,22 +52,22 @@ from bastion.scm.errors import ForgeError
 from bastion.server.auth import CtxDep
 from bastion.server.context import ServerContext
 from bastion.server.errors import BadRequest, Conflict, NotFound, Unavailable
-from bastion.server.rpc.auth import LeaseDep, LeasedStage, RunnerDep
+from bastion.server.rpc.auth import LeaseDep, RunnerDep
 from bastion.server.services.builds import lost_stage_message
-from bastion.store.types import Build, Repo, Status
+from bastion.store.types import Build, Repo, Runner, Stage, Status
 
 log = logging.getLogger("bastion.server")
 
 router = APIRouter(tags=["rpc"], include_in_schema=False)
 
 _LOST_STAGE_MEMORY = 24 * 3600  # how long a returning runner is told about stages it lost
+_DETAILS_IN_LEASE = 2  # the runner protocol from which the lease reply carries the details
 
 
-def _stage_build_repo(ctx: ServerContext, leased: LeasedStage) -> tuple[Build, Repo]:
-    build = ctx.store.get_build_by_id(leased.stage.build_id)
-    repo = ctx.store.get_repo_by_id(leased.stage.repo_id)
+def _stage_build_repo(ctx: ServerContext, stage: Stage) -> tuple[Build, Repo]:
+    build, repo = ctx.store.build_and_repo(stage.build_id, stage.repo_id)
     if build is None or repo is None:
-        raise Conflict(f"stage {leased.stage.id}: this runner holds no live lease on it")
+        raise Conflict(f"stage {stage.id}: this runner holds no live lease on it")
     return build, repo
 
 
@@ -72,10 +75,10 @@ def _stage_build_repo(ctx: ServerContext, leased: LeasedStage) -> tuple[Build, R
 async def request_work(
     poll: RunnerPoll, runner: RunnerDep, ctx: CtxDep, request: Request
 ) -> Lease | Response:
-    if poll.protocol != PROTOCOL_VERSION:
+    if not OLDEST_PROTOCOL_VERSION <= poll.protocol <= PROTOCOL_VERSION:
         raise BadRequest(
-            f"this server speaks runner protocol {PROTOCOL_VERSION}, the runner "
-            f"{poll.protocol}: upgrade the older of the two"
+            f"this server speaks runner protocol {OLDEST_PROTOCOL_VERSION} to "
+            f"{PROTOCOL_VERSION}, the runner {poll.protocol}: upgrade the older of the two"
         )
     await anyio.to_thread.run_sync(
         lambda: ctx.store.touch_runner(
@@ -88,8 +91,27 @@ async def request_work(
             when=ctx.now(),
         )
     )
+
+    def details(stage: Stage) -> StageDetails | None:
+        # In the scheduler's worker thread, right after the lease: the reply goes to the
+        # runner that now holds it, exactly what GET /rpc/v1/stages/{id} would tell it.
+        # Whatever fails here must not lose the lease just taken: the runner then asks for
+        # the details with GET /rpc/v1/stages/{id}, which answers the same error (503 for a
+        # forge it cannot read now, retried).
+        try:
+            return _details(ctx, stage, runner)
+        except (Unavailable, Conflict) as exc:
+            log.warning("stage %d: details not sent with the lease: %s", stage.id, exc)
+        except Exception:
+            log.exception("stage %d: details not sent with the lease", stage.id)
+        return None
+
     lease = await ctx.scheduler.poll(
-        runner, poll, disconnected=request.is_disconnected, stopping=ctx.should_stop
+        runner,
+        poll,
+        disconnected=request.is_disconnected,
+        stopping=ctx.should_stop,
+        details=details if poll.protocol >= _DETAILS_IN_LEASE else None,
     )
     if lease is None:
         return Response(status_code=204)
@@ -98,8 +120,13 @@ async def request_work(
 
 @router.get(PATH_STAGE)
 def stage_details(leased: LeaseDep, ctx: CtxDep) -> StageDetails:
-    stage = leased.stage
-    build, repo = _stage_build_repo(ctx, leased)
+    return _details(ctx, leased.stage, leased.runner)
+
+
+def _details(ctx: ServerContext, stage: Stage, runner: Runner) -> StageDetails:
+    """What the leaseholder ``runner`` of ``stage`` gets (``Unavailable`` when the forge
+    cannot be read now)."""
+    build, repo = _stage_build_repo(ctx, stage)
     try:
         config = ctx.forges.fetch_config(repo, build.after)
     except (ForgeError, ValueError) as exc:
@@ -107,7 +134,7 @@ def stage_details(leased: LeaseDep, ctx: CtxDep) -> StageDetails:
     if config is None:
         raise Unavailable(f"{repo.config_path} of {repo.slug} is gone at {build.after[:12]}")
     settings = ctx.settings
-    handed = ctx.secrets.delivery(repo, build, stage, config, runner=leased.runner.name)
+    handed = ctx.secrets.delivery(repo, build, stage, config, runner=runner.name)
     return StageDetails(
         stage_id=stage.id,
         repo=RepoInfo(
@@ -171,7 +198,7 @@ def _pull_request(build: Build) -> int:
 
 @router.get(PATH_SOURCE)
 def stage_source(leased: LeaseDep, ctx: CtxDep) -> FileResponse:
-    build, repo = _stage_build_repo(ctx, leased)
+    build, repo = _stage_build_repo(ctx, leased.stage)
     if repo.forge != "local":
         raise NotFound(f"{repo.slug} is a {repo.forge} repository: clone it from the forge")
     # A private directory (0700): the bundle is the repository's source.

@@ -37,7 +37,7 @@ from bastion.server.errors import BadRequest, Conflict
 from bastion.server.services.events import BuildEvent, EventBroker
 from bastion.server.services.signals import Wakeups
 from bastion.store.repository import Store
-from bastion.store.types import Build, NewBuild, NewStage, Repo, Stage, Status, Step
+from bastion.store.types import Build, NewBuild, NewStage, Repo, Stage, Status, Step, StepReport
 
 log = logging.getLogger("bastion.server")
 
@@ -101,8 +101,11 @@ class BuildService:
     # -- runners' reports ----------------------------------------------------------------------
 
     def stage_leased(self, stage: Stage) -> None:
-        """A runner took ``stage`` (``store.lease_stage`` made it running)."""
-        self.advance(stage.build_id)
+        """A runner took ``stage`` (``store.take_stage`` made it running). A lease ends no
+        stage, so nothing waiting can change: the build only becomes ``running`` if this is
+        its first lease (one conditional UPDATE, no re-read of the build's stages)."""
+        started = self._store.start_build(stage.build_id)
+        self._publish_build_id(stage.build_id, build=started)
 
     def update_step(self, stage: Stage, update: StepUpdate) -> Step:
         status = Status(update.state.value)
@@ -130,11 +133,10 @@ class BuildService:
                 f"a stage cannot end in state {result.state.value}: report one of "
                 + ", ".join(sorted(s.value for s in _FINAL_STATES))
             )
-        for update in result.steps:
-            self._store.upsert_step(
-                stage.id,
-                update.number,
-                update.name,
+        steps = [
+            StepReport(
+                number=update.number,
+                name=update.name,
                 status=Status(update.state.value),
                 exit_code=update.exit_code or 0,
                 error=update.detail,
@@ -143,62 +145,48 @@ class BuildService:
                 detached=update.detached,
                 service=update.service,
             )
+            for update in result.steps
+        ]
         status = Status(result.state.value)
         exit_code = next(
             (s.exit_code for s in result.steps if s.exit_code not in (None, 0)),
             0,
         )
-        return self.end_stage(stage.id, status, result.error, exit_code=exit_code or 0)
+        return self.end_stage(stage.id, status, result.error, exit_code=exit_code or 0, steps=steps)
 
-    def end_stage(self, stage_id: int, status: Status, error: str, *, exit_code: int = 0) -> Stage:
-        """End a stage (its lease ends with it) and settle the build."""
-        with self._lock:
-            now = self._now()
-            current = self._store.get_stage(stage_id)
-            if current is None or current.status.done:
-                # Already ended (a retried report, or the reaper and the runner both): keep the
-                # first outcome.
-                if current is None:
-                    raise Conflict(f"stage {stage_id} does not exist")
-                return current
-            stage = self._store.update_stage(
-                stage_id,
-                status=status,
-                error=error,
-                exit_code=exit_code,
-                stopped=now,
-                started=current.started or now,
-            )
-            self._close_steps(stage, status)
-            log.info("stage %d (%s) ended: %s", stage.id, stage.name, status.value)
+    def end_stage(
+        self,
+        stage_id: int,
+        status: Status,
+        error: str,
+        *,
+        exit_code: int = 0,
+        steps: Sequence[StepReport] = (),
+    ) -> Stage:
+        """End a stage (its lease ends with it) and settle the build. ``steps``: the runner's
+        final word on its steps, written in the same transaction. Steps left open take the
+        stage's outcome: running → success / killed / error, pending → skipped (so no step of
+        a finished stage looks alive)."""
+        running_becomes = status if status in (Status.SUCCESS, Status.KILLED) else Status.ERROR
+        ended = self._store.finish_stage(
+            stage_id,
+            status=status,
+            error=error,
+            exit_code=exit_code,
+            steps=steps,
+            running_becomes=running_becomes,
+        )
+        if ended is None:
+            raise Conflict(f"stage {stage_id} does not exist")
+        stage, now = ended
+        if not now:
+            # Already ended (a retried report, or the reaper and the runner both): the first
+            # outcome is kept.
+            return stage
+        log.info("stage %d (%s) ended: %s", stage.id, stage.name, status.value)
         self._logs.notify(stage.id)
         self.advance(stage.build_id)
         return stage
-
-    def _close_steps(self, stage: Stage, status: Status) -> None:
-        """Steps the runner left open take the stage's outcome: running → killed/error,
-        pending → skipped (so no step of a finished stage looks alive)."""
-        now = self._now()
-        for step in self._store.list_steps(stage.id):
-            if step.status.done:
-                continue
-            if step.status == Status.RUNNING:
-                new = Status.KILLED if status == Status.KILLED else Status.ERROR
-                if status == Status.SUCCESS:
-                    new = Status.SUCCESS
-            else:
-                new = Status.SKIPPED
-            self._store.upsert_step(
-                stage.id,
-                step.number,
-                step.name,
-                status=new,
-                exit_code=step.exit_code,
-                error=step.error,
-                stopped=now,
-                detached=step.detached,
-                service=step.service,
-            )
 
     def lose_stage(self, stage: Stage, runner_name: str, lease_seconds: int) -> Stage:
         """The reaper found ``stage``'s lease lapsed: its runner is gone."""
@@ -246,10 +234,9 @@ class BuildService:
         """Promote or skip waiting stages, then recompute the build's status (see the module
         docstring). Safe to call any number of times."""
         with self._lock:
-            build = self._store.get_build_by_id(build_id)
+            build, stages = self._store.build_with_stages(build_id)
             if build is None:
                 raise Conflict(f"build {build_id} does not exist")
-            stages = self._store.list_stages(build_id)
             promoted = False
             changed = True
             while changed:
@@ -271,7 +258,9 @@ class BuildService:
                     promoted = promoted or status == Status.PENDING
                     changed = True
                 if changed:
-                    stages = self._store.list_stages(build_id)
+                    build, stages = self._store.build_with_stages(build_id)
+                    if build is None:
+                        raise Conflict(f"build {build_id} does not exist")
             if promoted:
                 self._scheduler.notify(None)
             updated = self._settle(build, stages)

@@ -3,7 +3,7 @@
 A runner's poll (``POST /rpc/v1/request``) waits up to its ``wait`` (at most the server's
 ``poll_timeout``) for a pending stage it can run: same ``os`` and ``arch``, and every
 ``node:`` label of the pipeline present on the runner with the same value. The lease is taken
-with ``store.lease_stage``, a compare-and-set in the database, so of any number of runners
+with ``store.take_stage``, a compare-and-set in the database, so of any number of runners
 (in any number of server processes) exactly one gets a stage. The lease id is random, shown
 to the runner once and stored hashed; it expires ``lease_seconds`` after the last heartbeat.
 
@@ -29,7 +29,7 @@ from collections.abc import Awaitable, Callable
 import anyio.to_thread
 
 from bastion.crypto import hash_token, new_token
-from bastion.rpc.messages import Lease, RunnerPoll
+from bastion.rpc.messages import Lease, RunnerPoll, StageDetails
 from bastion.server.services.builds import BuildService
 from bastion.server.services.signals import Wakeups
 from bastion.server.settings import ServerSettings
@@ -39,6 +39,9 @@ from bastion.store.types import Runner, Stage, StageKey
 log = logging.getLogger("bastion.server")
 
 _CANDIDATES = 200  # enough to look past stages this runner cannot take (labels)
+
+# Makes a freshly leased stage's details for the lease reply; None when it cannot now.
+StageDetailsFor = Callable[[Stage], StageDetails | None]
 
 
 def runner_can_run(stage: Stage | StageKey, poll: RunnerPoll) -> bool:
@@ -68,12 +71,17 @@ class Scheduler:
         """Stages may have become pending: wake the pollers (any thread)."""
         self.wakeups.notify(None)
 
-    def try_lease(self, runner: Runner, poll: RunnerPoll) -> Lease | None:
+    def try_lease(
+        self, runner: Runner, poll: RunnerPoll, details: StageDetailsFor | None = None
+    ) -> Lease | None:
         """Lease one matching pending stage to ``runner`` now, or None (blocking; threads).
 
         The candidates are the oldest ``_CANDIDATES`` pending stages, read as (id, os, arch,
         labels) only. The attempts start at a random one of those this runner can take and go
-        round: concurrent pollers then rarely compare-and-set the same stage."""
+        round: concurrent pollers then rarely compare-and-set the same stage.
+
+        ``details``, when given, makes the stage's details for the lease reply (None when
+        they cannot be made now: the runner then asks for them with the lease)."""
         keys = self._store.pending_stage_keys(limit=_CANDIDATES)
         matching = [key for key in keys if runner_can_run(key, poll)]
         if not matching:
@@ -82,13 +90,11 @@ class Scheduler:
         for key in matching[start:] + matching[:start]:
             lease_id = new_token("lease")
             expires = int(self._clock()) + self._settings.lease_seconds
-            if not self._store.lease_stage(
+            stage = self._store.take_stage(
                 key.id, runner.id, runner.name, hash_token(lease_id), expires
-            ):
+            )
+            if stage is None:
                 continue  # another runner took it first
-            stage = self._store.get_stage(key.id)
-            if stage is None:  # pragma: no cover - deleted with its build just now
-                continue
             log.info("stage %d (%s) leased to runner %s", stage.id, stage.name, runner.name)
             self._builds.stage_leased(stage)
             return Lease(
@@ -96,6 +102,7 @@ class Scheduler:
                 lease_id=lease_id,
                 expires_in=float(self._settings.lease_seconds),
                 heartbeat_interval=self._settings.effective_heartbeat_interval,
+                details=details(stage) if details is not None else None,
             )
         return None
 
@@ -106,6 +113,7 @@ class Scheduler:
         *,
         disconnected: Callable[[], Awaitable[bool]],
         stopping: Callable[[], bool] = lambda: False,
+        details: StageDetailsFor | None = None,
     ) -> Lease | None:
         """Wait up to ``poll.wait`` (capped by ``poll_timeout``) for a lease; None at once
         when the runner went away or the server is stopping."""
@@ -116,7 +124,7 @@ class Scheduler:
                 listener.clear()
                 if stopping() or await disconnected():
                     return None
-                lease = await anyio.to_thread.run_sync(self.try_lease, runner, poll)
+                lease = await anyio.to_thread.run_sync(self.try_lease, runner, poll, details)
                 if lease is not None:
                     return lease
                 remaining = deadline - time.monotonic()
