@@ -161,8 +161,9 @@ def _load(text: str, filename: str, *, fast: bool) -> tuple[list[LoadedDocument]
     """Scan, compose and convert ``text`` (with libyaml if ``fast``), checking every limit.
 
     On the fast path, the constructs on which libyaml and PyYAML are known to differ raise
-    ``_LibyamlDiffersError`` (see ``_refuse_known_differences``), and so does a document that
-    is empty: libyaml places it at the start of the next line, PyYAML after the ``---``.
+    ``_LibyamlDiffersError`` (see ``_refuse_known_differences``), and so does an empty document
+    when the text does not end with a line break: libyaml places it on the line after the end,
+    PyYAML where the text ends.
     """
     loader = yaml.CSafeLoader if fast else yaml.SafeLoader
 
@@ -208,8 +209,8 @@ def _load(text: str, filename: str, *, fast: bool) -> tuple[list[LoadedDocument]
         return [], [problem(f"the YAML is nested deeper than {MAX_DEPTH} levels")]
 
     nodes = [n for n in nodes if n is not None]
-    if fast and any(isinstance(n, ScalarNode) and not n.value and not n.style for n in nodes):
-        raise _LibyamlDiffersError("empty document")
+    if fast and not text.endswith(("\n", "\r")) and any(_empty(n) for n in nodes):
+        raise _LibyamlDiffersError("empty document at the end of a text without a line break")
     if len(nodes) > MAX_DOCUMENTS:
         start = _position(nodes[MAX_DOCUMENTS])
         return [], [
@@ -243,6 +244,10 @@ def _load(text: str, filename: str, *, fast: bool) -> tuple[list[LoadedDocument]
     return documents, []
 
 
+def _empty(node: Node) -> bool:
+    return isinstance(node, ScalarNode) and not node.value and not node.style
+
+
 def _refuse_known_differences(token: yaml.Token, in_flow: bool) -> None:
     """Raise ``_LibyamlDiffersError`` for a token libyaml and PyYAML read differently.
 
@@ -272,32 +277,47 @@ class _Converter:
 
     def __init__(self) -> None:
         self.positions: dict[YamlPath, Position] = {}
-        self._sizes: dict[int, int] = {}
+        self._sizes: dict[int, tuple[int, int]] = {}  # id(node) -> (size, height)
         self._constructor = SafeConstructor()
 
     def measure(self, root: Node) -> None:
-        """Refuse alias bombs, recursive aliases and deep nesting before expanding anything."""
+        """Refuse alias bombs, recursive aliases and deep nesting before expanding anything.
+
+        A node reached through several aliases is measured once (memoised), with its size
+        and its height (how deep its content goes): the height is what keeps a chain of
+        aliases, each adding a few levels, from nesting the expanded value deeper than the
+        limit (and the conversion, which recurses, from running out of stack).
+        """
         in_progress: set[int] = set()
 
-        def size(node: Node, depth: int) -> int:
+        def too_deep(node: Node) -> _LoadError:
+            return _LoadError(
+                f"aliases nest the YAML deeper than {MAX_DEPTH} levels", node, Kind.LIMIT
+            )
+
+        def size(node: Node, depth: int) -> tuple[int, int]:
             key = id(node)
             known = self._sizes.get(key)
             if known is not None:
+                if depth + known[1] > MAX_DEPTH:
+                    raise too_deep(node)
                 return known
             if depth > MAX_DEPTH:
-                raise _LoadError(
-                    f"aliases nest the YAML deeper than {MAX_DEPTH} levels", node, Kind.LIMIT
-                )
+                raise too_deep(node)
             if key in in_progress:
                 raise _LoadError("an alias refers to itself (recursive anchor)", node, Kind.LIMIT)
             in_progress.add(key)
-            total = 1
+            total, height = 1, 0
             if isinstance(node, SequenceNode):
-                for child in node.value:
-                    total += size(child, depth + 1)
+                children = node.value
             elif isinstance(node, MappingNode):
-                for k, v in node.value:
-                    total += size(k, depth + 1) + size(v, depth + 1)
+                children = [n for pair in node.value for n in pair]
+            else:
+                children = []
+            for child in children:
+                child_size, child_height = size(child, depth + 1)
+                total += child_size
+                height = max(height, child_height + 1)
             in_progress.discard(key)
             if total > MAX_NODES:
                 raise _LoadError(
@@ -306,8 +326,8 @@ class _Converter:
                     node,
                     Kind.LIMIT,
                 )
-            self._sizes[key] = total
-            return total
+            self._sizes[key] = (total, height)
+            return total, height
 
         size(root, 0)
 
