@@ -27,7 +27,7 @@ from tests.support.secret_provider import TOKEN, Provider, running_provider
 
 from bastion.backends.fake import FakeBackend
 from bastion.client import Backoff, RunnerClient
-from bastion.rpc.messages import Lease, StageDetails
+from bastion.rpc.messages import Lease, StageDetails, StepState
 from bastion.runner import Runner, RunnerSettings
 
 VALUE = "vault-Rt5Yh8Ju2Ik9Ol"
@@ -263,3 +263,42 @@ def test_a_fork_never_causes_a_request(
             assert StageDetails.model_validate_json(response.content).secrets == {}
     assert provider.received == []
     assert provider.refused == []
+
+
+def test_the_server_masks_an_external_value_a_runner_did_not(
+    make_server: Callable[..., Harness],
+) -> None:
+    """This runner uploads the value unmasked: the server masks it before storing, since the
+    value handed to the stage is in the stage's masker like any stored secret's."""
+    with running_provider({(PATH, "password"): {"data": VALUE}}) as provider:
+        server = provider_server(make_server, provider)
+        push(server, server.local_repo())
+        runner = FakeRunner(server, "r1")
+        lease, details = leased(runner)
+        assert details.secrets == {"docker_password": VALUE}
+        assert runner.step(lease, 1, StepState.RUNNING).status_code == 204
+        lines = [(0, f"password={VALUE}"), (1, "nothing to hide")]
+        assert runner.logs(lease, 1, lines).status_code == 204
+    stored = server.admin.get("/api/repos/acme/web/builds/1/logs/1/1")
+    assert stored.status_code == 200
+    assert [line["out"] for line in stored.json()] == [
+        "password=********\n",
+        "nothing to hide\n",
+    ]
+
+
+def test_another_runner_gets_neither_the_value_nor_a_lookup(
+    make_server: Callable[..., Harness],
+) -> None:
+    with running_provider({(PATH, "password"): {"data": VALUE}}) as provider:
+        server = provider_server(make_server, provider)
+        push(server, server.local_repo())
+        holder = FakeRunner(server, "r1")
+        lease, _details = leased(holder)
+        asked = len(provider.received)
+        thief = FakeRunner(server, "r2")
+        stolen = thief.details(lease.stage_id, lease)
+        assert stolen.status_code in (401, 409)
+        assert VALUE not in stolen.text
+        # The refused request never reached the provider.
+        assert len(provider.received) == asked
