@@ -164,11 +164,13 @@ class StageRun:
         log.info("stage %d: %s%s", self.stage_id, state.value, f" ({error})" if error else "")
 
     def _finish(self, keeper: LeaseKeeper, uploader: Uploader, result: StageResult) -> None:
-        """Deliver the queued updates and logs, then ``complete``, while heartbeats go on."""
+        """Deliver the queued logs, then ``complete``, while heartbeats go on."""
         if _lease_gone(keeper, uploader):
             uploader.close(0)
             return
-        if not uploader.close(None):
+        # `complete` carries every step's final state: step updates still waiting are dropped
+        # (for short steps, all of them); log lines are all delivered first.
+        if not uploader.close(None, drop_updates=True):
             if _lease_gone(keeper, uploader):
                 return
             log.error(

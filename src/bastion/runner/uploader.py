@@ -6,11 +6,14 @@ guarantee the server and the UI rely on: a step's ``running`` update arrives bef
 lines, its lines before its final update, and everything before ``complete``.
 
 Batching: lines wait at most ``flush_interval`` seconds, or until ``max_lines`` /
-``max_bytes`` are queued, and are sent as one ``LogBatch`` per step. A step update is sent
-as soon as the lines before it are. Updates are states, not events: a step update that is
-still waiting, with no line of its step queued after it, is replaced by a newer update of the
-same step (a short step's ``pending`` and ``running`` never leave the runner when its final
-state is queued before they were sent), so the order guarantee above still holds.
+``max_bytes`` are queued, and are sent as one ``LogBatch`` per step. Updates are states, not
+events: a step update that is still waiting, with no line of its step queued after it, is
+replaced by a newer update of the same step, so the order guarantee above still holds. To
+give the newer state time to come, an update waits up to ``hold`` seconds (0.5) after it was
+first queued, unless lines queued behind it are due: a step that ends at once is reported
+once, a long step still shows ``running`` within ``hold``. ``close(drop_updates=True)``
+drops the updates still waiting instead of sending them, for a caller whose ``complete``
+carries every step's final state; lines are always delivered.
 
 Delivery: an item leaves the queue only once the server has acknowledged it. A failed send
 (server restarting, 5xx) is retried by ``RunnerClient`` with backoff until it succeeds or
@@ -43,6 +46,7 @@ log = logging.getLogger("bastion.runner.uploader")
 class _Line:
     step: int
     line: LogLine
+    queued: float  # monotonic
 
     @property
     def size(self) -> int:
@@ -55,6 +59,7 @@ class _Update:
     upload thread takes it (``taken``)."""
 
     update: StepUpdate
+    queued: float  # monotonic, when the first update it replaced was queued
     taken: bool = False
 
 
@@ -76,6 +81,7 @@ class Uploader:
         *,
         give_up: threading.Event,
         flush_interval: float = 0.25,
+        hold: float = 0.5,
         max_lines: int = 100,
         max_bytes: int = 256 * 1024,
         max_queued_bytes: int = 64 << 20,
@@ -86,6 +92,7 @@ class Uploader:
         self.lease_id = lease_id
         self.give_up = give_up
         self.flush_interval = flush_interval
+        self.hold = hold
         self.max_lines = max_lines
         self.max_bytes = max_bytes
         self.max_queued_bytes = max_queued_bytes
@@ -95,8 +102,9 @@ class Uploader:
         self._queue: deque[_Item] = deque()
         self._queued_bytes = 0
         self._last: dict[int, _Item] = {}  # step number -> the last item queued for it
-        self._oldest: float | None = None  # when the oldest unsent line was queued
+        self._lines = 0  # lines in the queue
         self._closing = False
+        self._drop_updates = False
         self._cond = threading.Condition()
         self._thread = threading.Thread(
             target=self._run, name=f"upload-stage-{stage_id}", daemon=True
@@ -108,7 +116,7 @@ class Uploader:
         self._thread.start()
 
     def add_line(self, step: int, line: LogLine) -> None:
-        self._put(_Line(step, line), step)
+        self._put(_Line(step, line, time.monotonic()), step)
 
     def add_step(self, update: StepUpdate) -> None:
         with self._cond:
@@ -118,7 +126,7 @@ class Uploader:
             if isinstance(last, _Update) and not last.taken:
                 last.update = update  # not sent yet, and no line of the step after it
                 return
-        self._put(_Update(update), update.number)
+        self._put(_Update(update, time.monotonic()), update.number)
 
     def _put(self, item: _Item, step: int) -> None:
         with self._cond:
@@ -130,18 +138,20 @@ class Uploader:
                 self._cond.wait(0.5)
             if self._closing or self.give_up.is_set():
                 return
-            if not self._queue:
-                self._oldest = time.monotonic()
             self._queue.append(item)
             self._last[step] = item
+            if isinstance(item, _Line):
+                self._lines += 1
             self._queued_bytes += _size(item)
             self._cond.notify_all()
 
-    def close(self, timeout: float | None = None) -> bool:
+    def close(self, timeout: float | None = None, *, drop_updates: bool = False) -> bool:
         """Send what is queued, then stop. True when nothing is left to send in time (items
-        the server refused for good are not resent: they are counted in ``dropped``)."""
+        the server refused for good are not resent: they are counted in ``dropped``).
+        ``drop_updates``: step updates not yet taken for sending are dropped, not sent."""
         with self._cond:
             self._closing = True
+            self._drop_updates = self._drop_updates or drop_updates
             self._cond.notify_all()
         if self._thread.is_alive():
             self._thread.join(timeout)
@@ -155,49 +165,57 @@ class Uploader:
 
     # -- the upload thread ---------------------------------------------------------------------
 
-    def _due(self) -> bool:
-        if not self._queue:
-            return False
-        if self._closing:
-            return True
-        for count, item in enumerate(self._queue, start=1):
-            if not isinstance(item, _Line):
-                return True  # a step update waits for nobody
-            if count >= self.max_lines:
-                return True
-        return self._oldest is not None and time.monotonic() - self._oldest >= self.flush_interval
-
-    def _take(self) -> list[_Item]:
-        """The head of the queue up to the first step update (included), or one batch."""
+    def _take(self, now: float) -> tuple[list[_Item], float | None]:
+        """What to send now: the head of the queue, as one batch of lines and / or up to the
+        first step update (included) when it is due. Else nothing, and the monotonic time at
+        which something becomes due (None: nothing will until more is queued)."""
+        first_line = next((i for i in self._queue if isinstance(i, _Line)), None)
+        lines_due = first_line is not None and (
+            self._closing
+            or self._lines >= self.max_lines
+            or now - first_line.queued >= self.flush_interval
+        )
+        wake: float | None = None
+        if first_line is not None and not lines_due:
+            wake = first_line.queued + self.flush_interval
         taken: list[_Item] = []
         size = 0
         for item in self._queue:
             if isinstance(item, _Line):
+                if not lines_due:
+                    break
                 if taken and (len(taken) >= self.max_lines or size + item.size > self.max_bytes):
                     break
                 taken.append(item)
                 size += item.size
-            else:
+                continue
+            lines_behind = lines_due and self._lines > len(taken)
+            if self._closing or lines_behind or now - item.queued >= self.hold:
                 item.taken = True
                 taken.append(item)
-                break
-        return taken
+            else:
+                due = item.queued + self.hold
+                wake = due if wake is None else min(wake, due)
+            break
+        return taken, wake
 
     def _run(self) -> None:
         while True:
             with self._cond:
-                while not self._due() and not self.give_up.is_set():
+                while True:
+                    if self.give_up.is_set():
+                        return
+                    now = time.monotonic()
+                    items, wake = self._take(now)
+                    if items:
+                        break
                     if self._closing and not self._queue:
                         return
-                    wait = self.flush_interval
-                    if self._oldest is not None and self._queue:
-                        wait = max(0.01, self._oldest + self.flush_interval - time.monotonic())
-                    self._cond.wait(wait)
-                if self.give_up.is_set():
-                    return
-                items = self._take()
+                    # Bounded: give_up is an event of its own and does not notify us.
+                    self._cond.wait(0.5 if wake is None else max(0.01, min(wake - now, 0.5)))
+                drop = self._drop_updates
             try:
-                self._send(items)
+                self._send(items, drop_updates=drop)
             except (LeaseLostError, UnauthorizedError) as exc:
                 log.warning(
                     "stage %d: the server refused an upload (%s); stopping", self.stage_id, exc
@@ -229,11 +247,13 @@ class Uploader:
                 self.dropped += len(items)
             with self._cond:
                 for _ in items:
-                    self._queued_bytes -= _size(self._queue.popleft())
-                self._oldest = time.monotonic() if self._queue else None
+                    item = self._queue.popleft()
+                    self._queued_bytes -= _size(item)
+                    if isinstance(item, _Line):
+                        self._lines -= 1
                 self._cond.notify_all()
 
-    def _send(self, items: list[_Item]) -> None:
+    def _send(self, items: list[_Item], *, drop_updates: bool = False) -> None:
         batches: dict[int, list[LogLine]] = {}
         update: StepUpdate | None = None
         for item in items:
@@ -249,7 +269,7 @@ class Uploader:
                 retry_for=self.retry_for,
                 stop=self.give_up,
             )
-        if update is not None:
+        if update is not None and not drop_updates:
             self.rpc.steps(
                 self.stage_id, self.lease_id, update, retry_for=self.retry_for, stop=self.give_up
             )

@@ -84,14 +84,16 @@ def test_a_stage_from_lease_to_complete(
     assert kinds.index("source") < kinds.index("logs")
 
     events = rpc.step_events(11)
-    # Every step is announced pending, services first, before anything runs.
-    assert events[:3] == [("steps", 1, "pending"), ("steps", 2, "pending"), ("steps", 3, "pending")]
+    # Step updates wait up to half a second for a newer state of their step, and those still
+    # waiting when the stage ends are dropped: `complete` carries the final states. These
+    # steps end at once, so what was sent of them (if anything) is in order, and every line
+    # arrived before `complete`.
+    order = ["pending", "running", "success", "failure"]
     for step in (1, 2, 3):
-        mine = [e for e in events[3:] if e[1] == step]
-        assert mine[0] == ("steps", step, "running")
-        assert mine[-1][0] == "steps"
-        assert all(e[0] == "logs" for e in mine[1:-1])  # lines between running and the end
-    assert [e[2] for e in events if e[:2] == ("steps", 3)][-1] == "failure"
+        states = [e[2] for e in events if e[:2] == ("steps", step)]
+        assert states == sorted(states, key=order.index)
+        assert len(states) == len(set(states))
+        assert any(e[:2] == ("logs", step) for e in events)
 
     # The checkout reached the workspace, lines are numbered from 0 per step.
     assert rpc.texts(11, 1) == ["line one", "line two"]

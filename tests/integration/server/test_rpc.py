@@ -16,7 +16,16 @@ from tests.integration.server._support import (
     wait_for,
 )
 
-from bastion.rpc.messages import PATH_RUNNER_CLEANUP, PATH_SOURCE, StageDetails, StepState
+from bastion.rpc.messages import (
+    LEASE_HEADER,
+    PATH_REQUEST,
+    PATH_RUNNER_CLEANUP,
+    PATH_SOURCE,
+    PROTOCOL_VERSION,
+    Lease,
+    StageDetails,
+    StepState,
+)
 from bastion.server.services.logs import TRUNCATION_PREFIX
 from bastion.store.types import Status
 
@@ -106,6 +115,42 @@ def test_another_runner_is_refused_and_learns_nothing(server: Harness) -> None:
     assert server.ctx.store.get_stage(lease.stage_id).status == Status.RUNNING  # type: ignore[union-attr]
     details = first.details(lease.stage_id, lease)
     assert StageDetails.model_validate_json(details.content).config == PIPELINE.decode()
+
+
+def test_the_lease_reply_carries_the_details_only_to_the_holder(server: Harness) -> None:
+    pushed(server, builds=2)
+    first = FakeRunner(server, "first")
+    lease = first.poll()
+    assert lease is not None and lease.details is not None
+    fetched = StageDetails.model_validate_json(first.details(lease.stage_id, lease).content)
+    assert lease.details == fetched  # the same answer as GET /rpc/v1/stages/{id}
+    assert lease.details.stage_id == lease.stage_id
+    assert lease.details.config == PIPELINE.decode()
+    assert "details" not in repr(lease)  # the secrets inside never reach a log line
+    # A runner of protocol 1 gets the lease without them, and asks as before.
+    old = first.http.post(PATH_REQUEST, json={"wait": 2.0, "protocol": 1})
+    assert old.status_code == 200
+    old_lease = Lease.model_validate_json(old.content)
+    assert old_lease.details is None
+    assert first.details(old_lease.stage_id, old_lease).status_code == 200
+    too_new = first.http.post(PATH_REQUEST, json={"wait": 0, "protocol": PROTOCOL_VERSION + 1})
+    assert too_new.status_code == 400
+    assert "upgrade the older of the two" in too_new.json()["message"]
+
+
+def test_a_stage_call_with_a_valid_lease_but_a_bad_runner_token_is_401(server: Harness) -> None:
+    pushed(server)
+    first = FakeRunner(server, "first")
+    lease = first.poll()
+    assert lease is not None
+    for token in ("bst_runner_unknown", server.admin_token):
+        response = server.client(token).get(
+            f"/rpc/v1/stages/{lease.stage_id}", headers={LEASE_HEADER: lease.lease_id}
+        )
+        assert response.status_code == 401
+        assert "busybox" not in response.text
+    server.ctx.store.revoke_runner("first")
+    assert first.details(lease.stage_id, lease).status_code == 401
 
 
 def test_runner_token_checks(server: Harness) -> None:

@@ -228,3 +228,58 @@ def test_an_unsent_step_update_is_replaced_by_a_newer_one_of_the_same_step() -> 
         ("logs", 2, None),
         ("steps", 2, "success"),
     ]
+
+
+def steps_sent(server: Server) -> list[tuple[int, str]]:
+    with server.lock:
+        return [(b["number"], b["state"]) for k, b in server.calls if k == "steps"]  # type: ignore[index]
+
+
+def test_a_step_that_ends_within_the_hold_is_reported_once() -> None:
+    server = Server()
+    uploader, _ = make(server, flush_interval=0.01, hold=0.3)
+    uploader.add_step(update(1, StepState.PENDING))
+    uploader.add_step(update(1, StepState.RUNNING))
+    uploader.add_step(update(1, StepState.SUCCESS))
+    deadline = time.monotonic() + 5
+    while not steps_sent(server) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert uploader.close(5)
+    assert steps_sent(server) == [(1, "success")]
+
+
+def test_a_long_step_shows_running_before_it_ends() -> None:
+    server = Server()
+    uploader, _ = make(server, flush_interval=0.01, hold=0.05)
+    uploader.add_step(update(1, StepState.RUNNING))
+    deadline = time.monotonic() + 5
+    while not steps_sent(server) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert steps_sent(server) == [(1, "running")]  # sent while the step still runs
+    uploader.add_step(update(1, StepState.SUCCESS))
+    assert uploader.close(5)
+    assert steps_sent(server) == [(1, "running"), (1, "success")]
+
+
+def test_due_lines_take_the_update_before_them_along() -> None:
+    server = Server()
+    uploader, _ = make(server, flush_interval=0.01, hold=60.0)
+    uploader.add_step(update(1, StepState.RUNNING))
+    uploader.add_line(1, line(0))
+    deadline = time.monotonic() + 5
+    while len(server.lines) < 1 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert server.kinds()[:2] == ["steps", "logs"]  # the update first, without its hold
+    assert uploader.close(5)
+
+
+def test_close_dropping_updates_still_delivers_every_line() -> None:
+    server = Server()
+    uploader, _ = make(server, flush_interval=60.0, hold=60.0)
+    uploader.add_step(update(1, StepState.RUNNING))
+    uploader.add_line(1, line(0))
+    uploader.add_step(update(1, StepState.SUCCESS))  # after a line of its step: queued too
+    uploader.add_step(update(2, StepState.PENDING))
+    assert uploader.close(5, drop_updates=True)
+    assert server.kinds() == ["logs"]
+    assert server.lines == {(1, 0): "line 0"}
