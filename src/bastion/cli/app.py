@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.text import Text
 
 from bastion import __version__
+from bastion.cli.audit_cmds import REKEY_HELP, audit_app, rekey_command
 from bastion.cli.client_cmds import build_app, info_command, repo_app, secret_app, user_app
 from bastion.cli.errors import CliError
 from bastion.cli.exec_cmd import ExecOptions, run_exec
@@ -107,6 +108,8 @@ app.command("info")(info_command)
 app.add_typer(repo_app, name="repo")
 app.add_typer(build_app, name="build")
 app.add_typer(secret_app, name="secret")
+secret_app.command("rekey", help=REKEY_HELP)(rekey_command)
+app.add_typer(audit_app, name="audit")
 app.add_typer(user_app, name="user")
 app.add_typer(runner_app, name="runner")
 

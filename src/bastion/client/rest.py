@@ -31,8 +31,11 @@ from bastion.client._http import (
 from bastion.client.errors import ClientError
 from bastion.client.sse import SSEEvent, iter_events
 from bastion.rpc.api import (
+    AuditEventOut,
     BuildOut,
     LogLineOut,
+    RekeyOut,
+    RekeyRequest,
     RepoCreate,
     RepoCreated,
     RepoOut,
@@ -320,3 +323,43 @@ class BastionClient:
 
     def runners_revoke(self, name: str) -> None:
         self._request("DELETE", f"/api/runners/{segment(name)}")
+
+
+    # -- audit and key rotation (admins) -------------------------------------------------------
+
+    def audit_list(
+        self,
+        *,
+        kind: str = "",
+        repo: str = "",
+        build: int | None = None,
+        secret: str = "",
+        since: int | None = None,
+        until: int | None = None,
+        before: int | None = None,
+        limit: int = 100,
+    ) -> list[AuditEventOut]:
+        """Audit events, newest first; the next page: ``before=<id of the last one>``."""
+        params: dict[str, str | int] = {"limit": limit}
+        for key, value in (("kind", kind), ("repo", repo), ("secret", secret)):
+            if value:
+                params[key] = value
+        for key, number in (("build", build), ("since", since), ("until", until)):
+            if number is not None:
+                params[key] = number
+        if before is not None:
+            params["before"] = before
+        return self._parse_list(self._request("GET", "/api/audit", params=params), AuditEventOut)
+
+    def admin_rekey(
+        self, *, dry_run: bool = False, batch_size: int = 200, timeout: float = 3600.0
+    ) -> RekeyOut:
+        """Re-encrypt secrets at rest under the server's current key (``dry_run``: count rows
+        per key id). Waits up to ``timeout`` seconds: the server answers when it is done."""
+        body = RekeyRequest(dry_run=dry_run, batch_size=batch_size).model_dump()
+        try:
+            response = self._http.request("POST", "/api/admin/rekey", json=body, timeout=timeout)
+        except httpx.TransportError as exc:
+            raise unreachable(self.server, exc) from exc
+        raise_for_status(response)
+        return self._parse(response, RekeyOut)

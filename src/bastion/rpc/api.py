@@ -267,3 +267,43 @@ class SecretOut(Response):
 
 class ErrorOut(Response):
     message: str
+
+
+class AuditEventOut(Response):
+    """One audit event (``GET /api/audit``, admins). Never holds a secret value."""
+
+    id: int
+    created: int
+    kind: str
+    actor: str = ""
+    repo: str = ""
+    build: int | None = None
+    stage: int | None = None
+    step: str = ""
+    runner: str = ""
+    secret: str = ""
+    detail: dict[str, Any] = Field(default_factory=dict)
+
+
+class RekeyRequest(Request):
+    """``POST /api/admin/rekey``: re-encrypt values under the current database key, or with
+    ``dry_run`` only count the rows under each key id."""
+
+    dry_run: bool = False
+    batch_size: int = Field(default=200, ge=1, le=10_000)
+
+
+class RekeyOut(Response):
+    """What a rekey run found and did, by encrypted column (``table.column``): rows per key id
+    before the run (``v1``: the first format, which names no key), rows re-encrypted, and the
+    ids of rows no configured key decrypts (left untouched)."""
+
+    current_key_id: str
+    dry_run: bool
+    keys: dict[str, dict[str, int]] = Field(default_factory=dict)
+    rekeyed: dict[str, int] = Field(default_factory=dict)
+    failed: dict[str, list[int]] = Field(default_factory=dict)
+    batches: int = 0
+    total_rekeyed: int = 0
+    total_failed: int = 0
+    remaining: int = 0

@@ -3,8 +3,9 @@
 The lifespan opens the store and migrates it, creates the bootstrap admin (and the embedded
 runner's token), extends every running lease by ``lease_seconds`` (runners could not
 heartbeat while the server was down), then runs two background tasks until shutdown: the
-lease reaper (every ``reaper_interval`` seconds) and an hourly purge of old webhook delivery
-ids. There is no module-level app: each ``create_app`` call builds an independent server.
+lease reaper (every ``reaper_interval`` seconds), an hourly purge of old webhook delivery
+ids and an hourly purge of audit events older than ``audit_retention_days``. There is no
+module-level app: each ``create_app`` call builds an independent server.
 
 ``serve(settings, on_ready)`` runs it under uvicorn (with TLS when configured) and calls
 ``on_ready()`` once, in a worker thread, as soon as the server accepts connections — the hook
@@ -129,6 +130,11 @@ def _lifespan(
                     )
                 )
             )
+            tasks.append(
+                asyncio.create_task(
+                    _every(_PURGE_INTERVAL, lambda: purge_audit(ctx), "audit retention purge")
+                )
+            )
             log.info("Bastion %s serving; data in %s", __version__, settings.data_dir)
             yield
         finally:
@@ -144,6 +150,16 @@ def _lifespan(
             store.close()
 
     return lifespan
+
+
+def purge_audit(ctx: ServerContext) -> int:
+    """Delete the audit events older than ``audit_retention_days``; returns how many."""
+    cutoff = ctx.now() - ctx.settings.audit_retention_days * 24 * 3600
+    purged = ctx.store.purge_audit_events(cutoff)
+    if purged:
+        days = ctx.settings.audit_retention_days
+        log.info("purged %d audit events older than %d days", purged, days)
+    return purged
 
 
 def _start(ctx: ServerContext) -> None:

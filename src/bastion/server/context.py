@@ -22,6 +22,7 @@ from bastion.server.services.audit import AuditLog
 from bastion.server.services.builds import BuildService
 from bastion.server.services.events import BuildEvent, EventBroker
 from bastion.server.services.logs import DatabaseLogBackend, FileLogBackend, LogService
+from bastion.server.services.rekey import KeyRotation
 from bastion.server.services.scheduler import Scheduler
 from bastion.server.services.secret_providers import provider_from_settings
 from bastion.server.services.secrets import StageSecrets
@@ -50,6 +51,8 @@ class ServerContext:
     clock: Callable[[], float]
     # Audit events (secret changes and deliveries, detected credentials, key rotation).
     audit: AuditLog
+    # `bastion secret rekey`: one run at a time, audited.
+    rekey: KeyRotation
     # Set when the server shuts down: live streams end (created on the serving loop).
     shutdown_event: anyio.Event | None = field(default=None)
     # True once the HTTP server is asked to stop (set by ``serve``): long-polls answer "no
@@ -124,6 +127,7 @@ def build_context(
         trigger=trigger,
         clock=clock,
         audit=audit,
+        rekey=KeyRotation(store, audit),
     )
 
 

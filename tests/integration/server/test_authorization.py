@@ -106,6 +106,8 @@ ROUTES = [
     Route("GET", "/api/runners", "/api/runners", ADMIN),
     Route("POST", "/api/runners", "/api/runners", ADMIN, body={"name": "another"}),
     Route("DELETE", "/api/runners/{name}", "/api/runners/r1", {**ADMIN, "admin": 204}),
+    Route("GET", "/api/audit", "/api/audit", ADMIN),
+    Route("POST", "/api/admin/rekey", "/api/admin/rekey", ADMIN, body={"dry_run": True}),
     Route("GET", "/api/stream", "/api/stream", USER, stream=True),
     Route(
         "GET",

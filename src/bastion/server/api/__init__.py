@@ -8,11 +8,13 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from bastion.server.api import builds, repos, runners, secrets, stream, system, users
+from bastion.server.api import admin, audit, builds, repos, runners, secrets, stream, system, users
 
 
 def api_router() -> APIRouter:
     router = APIRouter()
     for module in (system, users, repos, secrets, builds, runners, stream):
+        router.include_router(module.router)
+    for module in (audit, admin):  # system administrators only
         router.include_router(module.router)
     return router
