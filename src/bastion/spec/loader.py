@@ -31,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -58,7 +59,10 @@ _CLOSERS = (yaml.BlockEndToken, yaml.FlowMappingEndToken, yaml.FlowSequenceEndTo
 _HEADER_COMMENT = re.compile(r"[|>][-+0-9]*#")
 _FLOW_OPENERS = (yaml.FlowMappingStartToken, yaml.FlowSequenceStartToken)
 _FLOW_CLOSERS = (yaml.FlowMappingEndToken, yaml.FlowSequenceEndToken)
+_SUSPECTS = (yaml.TagToken, yaml.ScalarToken)  # see _refuse_known_differences
 _MERGE_TAG = "tag:yaml.org,2002:merge"
+_STR_TAG = "tag:yaml.org,2002:str"
+_LEAF = (1, 0)  # a scalar's (size, height) for _Converter.measure
 _WITH_LIBYAML: bool = getattr(yaml, "__with_libyaml__", False)
 
 
@@ -191,7 +195,7 @@ def _load(text: str, filename: str, *, fast: bool) -> tuple[list[LoadedDocument]
             elif isinstance(token, _CLOSERS):
                 depth -= 1
                 flow -= isinstance(token, _FLOW_CLOSERS)
-            elif fast:
+            elif fast and isinstance(token, _SUSPECTS if flow else yaml.TagToken):
                 _refuse_known_differences(token, flow > 0)
         nodes = list(yaml.compose_all(text, Loader=loader))
     except yaml.MarkedYAMLError as exc:
@@ -272,6 +276,15 @@ def _too_large(filename: str, size: int) -> Diagnostic:
     )
 
 
+def _children(node: Node) -> Iterator[Node]:
+    if isinstance(node, SequenceNode):
+        yield from node.value
+    elif isinstance(node, MappingNode):
+        for key, value in node.value:
+            yield key
+            yield value
+
+
 class _Converter:
     """Turns one composed document into plain values, recording positions by path."""
 
@@ -296,6 +309,10 @@ class _Converter:
             )
 
         def size(node: Node, depth: int) -> tuple[int, int]:
+            if isinstance(node, ScalarNode):  # most nodes: a leaf of size 1 and height 0
+                if depth > MAX_DEPTH:
+                    raise too_deep(node)
+                return _LEAF
             key = id(node)
             known = self._sizes.get(key)
             if known is not None:
@@ -308,16 +325,11 @@ class _Converter:
                 raise _LoadError("an alias refers to itself (recursive anchor)", node, Kind.LIMIT)
             in_progress.add(key)
             total, height = 1, 0
-            if isinstance(node, SequenceNode):
-                children = node.value
-            elif isinstance(node, MappingNode):
-                children = [n for pair in node.value for n in pair]
-            else:
-                children = []
-            for child in children:
+            for child in _children(node):
                 child_size, child_height = size(child, depth + 1)
                 total += child_size
-                height = max(height, child_height + 1)
+                if child_height >= height:
+                    height = child_height + 1
             in_progress.discard(key)
             if total > MAX_NODES:
                 raise _LoadError(
@@ -332,7 +344,8 @@ class _Converter:
         size(root, 0)
 
     def convert(self, node: Node, path: YamlPath) -> Any:
-        self.positions.setdefault(path, _position(node))
+        if path not in self.positions:  # a mapping's values have their key's position
+            self.positions[path] = _position(node)
         if isinstance(node, ScalarNode):
             return self._scalar(node)
         if isinstance(node, SequenceNode):
@@ -342,6 +355,8 @@ class _Converter:
         raise _LoadError("unsupported YAML node", node, Kind.SYNTAX, path)  # pragma: no cover
 
     def _scalar(self, node: ScalarNode) -> Any:
+        if node.tag == _STR_TAG:  # most scalars: what SafeConstructor returns for them
+            return node.value
         if node.tag.endswith((":timestamp", ":binary")):
             return node.value
         try:
