@@ -123,6 +123,10 @@ class RequestVerifier:
     ``require_nonce`` (default) refuses requests without a signed nonce; turn it off only to
     accept Drone's own requests, which are then protected by the date window alone.
     ``clock`` returns Unix seconds (tests pass their own).
+
+    A provider written in Python keeps one verifier for its lifetime (the replay cache is in
+    it) and, for each request, calls ``verify(request_headers, raw_body)`` before it parses
+    the body, answering 400 with the error's message on :class:`SignatureError`.
     """
 
     def __init__(
