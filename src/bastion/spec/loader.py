@@ -6,7 +6,8 @@ a map from each value's YAML path to its line and column, while refusing:
 
 - files larger than ``MAX_BYTES``;
 - nesting deeper than ``MAX_DEPTH`` (PyYAML's composer is recursive: a few thousand ``[``
-  would otherwise end in a RecursionError), checked on the token stream before composing;
+  would otherwise end in a RecursionError), checked on the token stream before composing,
+  and on the node graph with aliases expanded (the conversion recurses too);
 - alias bombs ("billion laughs"): the size a document would have once every alias is
   expanded is computed on the node graph, with memoisation, *before* anything is expanded;
   recursive aliases are refused too;
@@ -17,8 +18,8 @@ ones). Duplicate keys are errors: YAML parsers disagree on which one wins. Scala
 YAML 1.1 rules like Drone's Go parser (``on``/``yes`` are booleans); timestamps stay text. A
 line that is exactly ``...`` ends the file, as in Drone.
 
-Two paths, one result: libyaml (``yaml.CSafeLoader``, about ten times faster) scans and
-composes when it is available, and PyYAML's pure-Python loader is the reference. Both feed
+Two paths, one result: libyaml (``yaml.CSafeLoader``, about ten times faster) composes
+when it is available, and PyYAML's pure-Python loader is the reference. Both feed
 the same limits and the same conversion. Whatever the C path cannot load cleanly (a syntax
 error, a limit, any surprise) and the few constructs on which the two are known to disagree
 go through the pure-Python path, so a diagnostic is always PyYAML's, and a valid file gives
@@ -164,10 +165,15 @@ class _LibyamlDiffersError(Exception):
 def _load(text: str, filename: str, *, fast: bool) -> tuple[list[LoadedDocument], list[Diagnostic]]:
     """Scan, compose and convert ``text`` (with libyaml if ``fast``), checking every limit.
 
-    On the fast path, the constructs on which libyaml and PyYAML are known to differ raise
-    ``_LibyamlDiffersError`` (see ``_refuse_known_differences``), and so does an empty document
-    when the text does not end with a line break: libyaml places it on the line after the end,
-    PyYAML where the text ends.
+    The pure-Python path checks the depth on the token stream before composing, since
+    PyYAML's composer recurses. libyaml composes first (it stops at 1000 levels by itself):
+    a document whose nodes nest at most ``MAX_DEPTH`` levels cannot have more nested tokens
+    (every ``[``, ``{`` and block collection token opens a node), so the token scan, a third
+    of libyaml's time, runs only for a deeper document or when the text has a ``!`` or a
+    ``?``, the characters of the constructs ``_refuse_known_differences`` looks for on it.
+    On the fast path, those constructs raise ``_LibyamlDiffersError``, and so does an empty
+    document when the text does not end with a line break: libyaml places it on the line
+    after the end, PyYAML where the text ends.
     """
     loader = yaml.CSafeLoader if fast else yaml.SafeLoader
 
@@ -176,27 +182,12 @@ def _load(text: str, filename: str, *, fast: bool) -> tuple[list[LoadedDocument]
     ) -> Diagnostic:
         return Diagnostic(message, file=filename, line=line, column=column, kind=kind)
 
+    scanned = not fast or "!" in text or "?" in text
     try:
-        depth = flow = 0
-        for token in yaml.scan(text, Loader=loader):
-            if isinstance(token, _OPENERS):
-                depth += 1
-                flow += isinstance(token, _FLOW_OPENERS)
-                if depth > MAX_DEPTH:
-                    mark = token.start_mark
-                    return [], [
-                        problem(
-                            f"the YAML is nested deeper than {MAX_DEPTH} levels; a pipeline "
-                            "never needs that much - flatten the structure",
-                            mark.line + 1,
-                            mark.column + 1,
-                        )
-                    ]
-            elif isinstance(token, _CLOSERS):
-                depth -= 1
-                flow -= isinstance(token, _FLOW_CLOSERS)
-            elif fast and isinstance(token, _SUSPECTS if flow else yaml.TagToken):
-                _refuse_known_differences(token, flow > 0)
+        if scanned:
+            too_deep = _scan(text, filename, fast=fast)
+            if too_deep is not None:
+                return [], [too_deep]
         nodes = list(yaml.compose_all(text, Loader=loader))
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
@@ -229,7 +220,13 @@ def _load(text: str, filename: str, *, fast: bool) -> tuple[list[LoadedDocument]
     for index, node in enumerate(nodes):
         converter = _Converter()
         try:
-            converter.measure(node)
+            height = converter.measure(node)
+            if not scanned and height >= MAX_DEPTH:
+                # Nodes this deep may or may not come from as many nested tokens: count them.
+                scanned = True
+                too_deep = _scan(text, filename, fast=fast)
+                if too_deep is not None:
+                    return [], [too_deep]
             value = converter.convert(node, ())
         except _LoadError as err:
             pos = _position(err.node) if err.node is not None else _position(node)
@@ -246,6 +243,31 @@ def _load(text: str, filename: str, *, fast: bool) -> tuple[list[LoadedDocument]
             ]
         documents.append(LoadedDocument(index, value, _position(node), converter.positions))
     return documents, []
+
+
+def _scan(text: str, filename: str, *, fast: bool) -> Diagnostic | None:
+    """The depth limit on the token stream; on the fast path, the known differences too."""
+    depth = flow = 0
+    for token in yaml.scan(text, Loader=yaml.CSafeLoader if fast else yaml.SafeLoader):
+        if isinstance(token, _OPENERS):
+            depth += 1
+            flow += isinstance(token, _FLOW_OPENERS)
+            if depth > MAX_DEPTH:
+                mark = token.start_mark
+                return Diagnostic(
+                    f"the YAML is nested deeper than {MAX_DEPTH} levels; a pipeline "
+                    "never needs that much - flatten the structure",
+                    file=filename,
+                    line=mark.line + 1,
+                    column=mark.column + 1,
+                    kind=Kind.LIMIT,
+                )
+        elif isinstance(token, _CLOSERS):
+            depth -= 1
+            flow -= isinstance(token, _FLOW_CLOSERS)
+        elif fast and isinstance(token, _SUSPECTS if flow else yaml.TagToken):
+            _refuse_known_differences(token, flow > 0)
+    return None
 
 
 def _empty(node: Node) -> bool:
@@ -293,8 +315,10 @@ class _Converter:
         self._sizes: dict[int, tuple[int, int]] = {}  # id(node) -> (size, height)
         self._constructor = SafeConstructor()
 
-    def measure(self, root: Node) -> None:
+    def measure(self, root: Node) -> int:
         """Refuse alias bombs, recursive aliases and deep nesting before expanding anything.
+
+        Returns the height of ``root``: the most levels of nodes below it, aliases expanded.
 
         A node reached through several aliases is measured once (memoised), with its size
         and its height (how deep its content goes): the height is what keeps a chain of
@@ -341,7 +365,7 @@ class _Converter:
             self._sizes[key] = (total, height)
             return total, height
 
-        size(root, 0)
+        return size(root, 0)[1]
 
     def convert(self, node: Node, path: YamlPath) -> Any:
         if path not in self.positions:  # a mapping's values have their key's position

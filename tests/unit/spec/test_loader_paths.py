@@ -212,10 +212,18 @@ def _alias_chain(levels: int, count: int) -> str:
     return "\n".join(inner)
 
 
+def _indentless(levels: int) -> str:
+    """Block sequences at their mapping's indentation: two nodes per level, one token."""
+    lines = ["k0:\n"] + ["  " * (i - 1) + f"- k{i}:\n" for i in range(1, levels)]
+    return "".join(lines) + "  " * (levels - 1) + "- x\n"
+
+
 HOSTILE: dict[str, tuple[str | bytes, Kind, str]] = {
     "10,000 [": ("[" * 10_000, Kind.LIMIT, str(MAX_DEPTH)),
     "10,000 {a:": ("{a: " * 10_000, Kind.LIMIT, str(MAX_DEPTH)),
     "65 [ closed": ("[" * (MAX_DEPTH + 1) + "]" * (MAX_DEPTH + 1), Kind.LIMIT, "nested deeper"),
+    "65 { closed": ("{a: " * (MAX_DEPTH + 1) + "}" * (MAX_DEPTH + 1), Kind.LIMIT, "nested deeper"),
+    "indentless, too deep": (_indentless(MAX_DEPTH // 2 + 1), Kind.LIMIT, "deeper than"),
     "deep block mapping": (
         "".join("  " * i + f"k{i}:\n" for i in range(MAX_DEPTH + 5)) + "  " * 70 + "v: 1\n",
         Kind.LIMIT,
@@ -261,6 +269,8 @@ def test_hostile_input_is_refused_the_same_on_both_paths(
     "name",
     [
         "65 [ closed",
+        "65 { closed",
+        "indentless, too deep",
         "deep block mapping",
         "billion laughs",
         "aliases nest deep",
@@ -284,8 +294,18 @@ def test_the_c_path_enforces_the_limits_by_itself(name: str) -> None:
     assert [p.kind for p in problems] == [kind]
 
 
-def test_nesting_at_the_limit_is_accepted_on_both_paths(monkeypatch: pytest.MonkeyPatch) -> None:
-    text = "[" * MAX_DEPTH + "]" * MAX_DEPTH
+@pytest.mark.parametrize(
+    "text",
+    [
+        "[" * MAX_DEPTH + "]" * MAX_DEPTH,
+        "[" * MAX_DEPTH + "x" + "]" * MAX_DEPTH,  # a leaf at the limit: the C path scans
+        "{a: " * MAX_DEPTH + "x" + "}" * MAX_DEPTH,
+        _indentless(MAX_DEPTH // 2),
+    ],
+)
+def test_nesting_at_the_limit_is_accepted_on_both_paths(
+    text: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     pure = _outcome(monkeypatch, "pure", text)
     assert _outcome(monkeypatch, "c", text) == pure
     assert pure[0][1] == []
