@@ -12,11 +12,12 @@ from rich.text import Text
 
 from bastion import __version__
 from bastion.cli.audit_cmds import REKEY_HELP, audit_app, rekey_command
-from bastion.cli.client_cmds import build_app, info_command, repo_app, secret_app, user_app
+from bastion.cli.client_cmds import build_app, info_command, repo_app, user_app
 from bastion.cli.errors import CliError
 from bastion.cli.exec_cmd import ExecOptions, run_exec
 from bastion.cli.lint_cmd import OutputFormat, run_lint
 from bastion.cli.runner_cmd import runner_app, start_embedded_runner
+from bastion.cli.secret_cmds import globalsecret_app, orgsecret_app, secret_app
 
 app = typer.Typer(
     name="bastion",
@@ -108,6 +109,8 @@ app.command("info")(info_command)
 app.add_typer(repo_app, name="repo")
 app.add_typer(build_app, name="build")
 app.add_typer(secret_app, name="secret")
+app.add_typer(orgsecret_app, name="orgsecret")
+app.add_typer(globalsecret_app, name="globalsecret")
 secret_app.command("rekey", help=REKEY_HELP)(rekey_command)
 app.add_typer(audit_app, name="audit")
 app.add_typer(user_app, name="user")

@@ -1,4 +1,4 @@
-"""Client commands: ``info``, ``repo``, ``build``, ``secret``, ``user`` and ``runner ls|add|rm``.
+"""Client commands: ``info``, ``repo``, ``build``, ``user`` and ``runner ls|add|rm``.
 
 They mirror Drone's CLI tree and talk to a server through ``bastion.client`` (settings:
 ``--server`` or ``BASTION_SERVER`` / ``DRONE_SERVER``; the token only from the environment
@@ -10,11 +10,9 @@ scripts. Exit codes: see ``bastion.cli.remote``.
 from __future__ import annotations
 
 import re
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -31,7 +29,6 @@ from bastion.cli.output import (
     log_text,
     pairs,
     status,
-    stderr,
     stdout,
     table,
     took,
@@ -44,7 +41,7 @@ from bastion.cli.remote import CaCertOption, InsecureOption, ServerOption, conne
 if TYPE_CHECKING:
     # At run time these load only when a command runs: `bastion exec` never needs them.
     from bastion.client import BastionClient
-    from bastion.rpc.api import BuildOut, LogLineOut, RepoOut, SecretOut, StageOut, StepOut
+    from bastion.rpc.api import BuildOut, LogLineOut, RepoOut, StageOut, StepOut
 
 _SLUG = re.compile(r"^([A-Za-z0-9][A-Za-z0-9_.-]{0,99})/([A-Za-z0-9][A-Za-z0-9_.-]{0,99})$")
 _LOGIN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
@@ -55,9 +52,6 @@ _FOLLOW_POLL = 1.0  # seconds between looks at a build whose next step has not s
 repo_app = typer.Typer(help="Repositories: list, inspect, register, activate, configure.")
 build_app = typer.Typer(help="Builds: list, inspect, start, restart, stop, read logs.")
 user_app = typer.Typer(help="Users and their API tokens (admins).")
-secret_app = typer.Typer(
-    help="Repository secrets (admins): values go to the server and are never shown again."
-)
 
 RepoArg = Annotated[str, typer.Argument(metavar="OWNER/NAME", help="the repository")]
 NumberArg = Annotated[str, typer.Argument(metavar="NUMBER", help="build number, or 'latest'")]
@@ -703,205 +697,6 @@ def build_logs(
                 raise typer.Exit(130) from None
         if output is OutputFormat.JSON and not follow:
             dump(printer.collected)
-
-
-# -- secret ------------------------------------------------------------------------------------
-
-# As bastion.rpc.api.SECRET_NAME_PATTERN (not imported at module level: see TYPE_CHECKING).
-_SECRET_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
-
-RepositoryOption = Annotated[
-    str, typer.Option("--repository", metavar="OWNER/NAME", help="the repository")
-]
-SecretNameOption = Annotated[
-    str, typer.Option("--name", metavar="NAME", help="the secret's name, as from_secret uses it")
-]
-
-
-def _secret_name(value: str) -> str:
-    if not _SECRET_NAME.match(value) or len(value) > 255:
-        raise CliError(
-            f"--name {value!r}: a secret name starts with a letter or _ and holds letters, "
-            "digits, _ . - (at most 255), like an environment variable's"
-        )
-    return value
-
-
-def _secret_data(data: str | None, data_file: Path | None) -> str:
-    """The value from exactly one of --data VALUE, --data - (stdin), --data @FILE (as Drone's
-    CLI reads it) or --data-file FILE; taken verbatim, a trailing newline included."""
-    if data_file is not None:
-        if data is not None:
-            raise CliError("give the value with --data or with --data-file, not both")
-        value = _read_secret_file(data_file, "--data-file")
-    elif data is None:
-        raise CliError("give the value with --data-file FILE, --data - (stdin) or --data VALUE")
-    elif data == "-":
-        if sys.stdin.isatty():
-            stderr().print(Text("reading the value from stdin; end it with Ctrl-D"))
-        value = sys.stdin.read()
-    elif data.startswith("@"):
-        value = _read_secret_file(Path(data[1:]), "--data @FILE")
-    else:
-        value = data
-    from bastion.engine.masking import MIN_SECRET_LENGTH  # noqa: PLC0415 - see TYPE_CHECKING
-    from bastion.rpc.api import SECRET_DATA_MAX  # noqa: PLC0415
-
-    # The messages give lengths, never the value.
-    if len(value.strip()) < MIN_SECRET_LENGTH:
-        raise CliError(
-            f"the value is {len(value.strip())} characters long without surrounding whitespace: "
-            f"secrets shorter than {MIN_SECRET_LENGTH} characters cannot be masked in build logs"
-        )
-    if len(value) > SECRET_DATA_MAX:
-        raise CliError(f"the value is {len(value)} characters long; at most {SECRET_DATA_MAX}")
-    return value
-
-
-def _read_secret_file(path: Path, option: str) -> str:
-    try:
-        return path.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise CliError(
-            f"{option} {path}: not UTF-8 text (encode binary data, e.g. base64)"
-        ) from None
-    except OSError as exc:
-        raise CliError(f"{option} {path}: cannot be read ({exc.strerror or exc})") from None
-
-
-def _secret_rows(secrets: list[SecretOut]) -> Iterator[tuple[str | Text, ...]]:
-    for s in secrets:
-        yield (s.name, yes_no(s.pull_request), when_short(s.created), when_short(s.updated))
-
-
-@secret_app.command("ls")
-def secret_ls(
-    repository: RepositoryOption,
-    server: ServerOption = None,
-    insecure: InsecureOption = False,
-    ca_cert: CaCertOption = None,
-    output: FormatOption = OutputFormat.TABLE,
-) -> None:
-    """List a repository's secrets: names and flags, never values (admins)."""
-    with failures():
-        owner, name = split_repo(repository)
-        with connect(server, insecure, ca_cert) as client:
-            secrets = client.secrets_list(owner, name)
-        if output is OutputFormat.JSON:
-            dump(secrets)
-            return
-        columns = ("name", "pull requests", "created", "updated")
-        stdout().print(table("", columns, _secret_rows(secrets)))
-
-
-def _print_secret(repository: str, secret: SecretOut) -> None:
-    rows = [
-        ("repository", repository),
-        ("name", secret.name),
-        ("pull requests", yes_no(secret.pull_request) + " (never forks')"),
-        ("created", when(secret.created)),
-        ("updated", when(secret.updated)),
-    ]
-    stdout().print(pairs(rows))
-
-
-@secret_app.command("info")
-def secret_info(
-    repository: RepositoryOption,
-    name: SecretNameOption,
-    server: ServerOption = None,
-    insecure: InsecureOption = False,
-    ca_cert: CaCertOption = None,
-    output: FormatOption = OutputFormat.TABLE,
-) -> None:
-    """Show a secret's name and flags; its value is never shown (admins)."""
-    with failures():
-        owner, repo_name = split_repo(repository)
-        _secret_name(name)
-        with connect(server, insecure, ca_cert) as client:
-            secret = client.secret_info(owner, repo_name, name)
-        if output is OutputFormat.JSON:
-            dump(secret)
-        else:
-            _print_secret(f"{owner}/{repo_name}", secret)
-
-
-@secret_app.command("add")
-def secret_add(
-    repository: RepositoryOption,
-    name: SecretNameOption,
-    data: Annotated[
-        str | None,
-        typer.Option(
-            "--data",
-            metavar="VALUE|-|@FILE",
-            help="the value. '-' reads it from stdin, '@FILE' from a file. A VALUE on the "
-            "command line shows in `ps` and in your shell history: prefer --data-file or "
-            "--data -",
-            show_default=False,
-        ),
-    ] = None,
-    data_file: Annotated[
-        Path | None,
-        typer.Option(
-            "--data-file",
-            metavar="FILE",
-            help="read the value from FILE (verbatim, a final newline included)",
-            show_default=False,
-        ),
-    ] = None,
-    allow_pull_request: Annotated[
-        bool,
-        typer.Option(
-            "--allow-pull-request",
-            help="pull_request builds may receive it too (builds of forks never do)",
-        ),
-    ] = False,
-    server: ServerOption = None,
-    insecure: InsecureOption = False,
-    ca_cert: CaCertOption = None,
-    output: FormatOption = OutputFormat.TABLE,
-) -> None:
-    """Create or replace a repository secret (admins). Steps receive it with
-    `from_secret: NAME`; it is masked in their logs.
-
-    Examples: bastion secret add --repository acme/web --name token --data-file token.txt;
-    printf '%s' "$TOKEN" | bastion secret add --repository acme/web --name token --data -"""
-    with failures():
-        owner, repo_name = split_repo(repository)
-        _secret_name(name)
-        value = _secret_data(data, data_file)
-        from bastion.rpc.api import SecretCreate  # noqa: PLC0415 - see TYPE_CHECKING
-
-        body = SecretCreate(name=name, data=value, pull_request=allow_pull_request)
-        with connect(server, insecure, ca_cert) as client:
-            saved = client.secret_add(owner, repo_name, body)
-        if output is OutputFormat.JSON:
-            dump(saved)
-        else:
-            prs = "pull requests too" if saved.pull_request else "not for pull requests"
-            stdout().print(Text(f"saved secret {saved.name} of {owner}/{repo_name} ({prs})"))
-
-
-@secret_app.command("rm")
-def secret_rm(
-    repository: RepositoryOption,
-    name: SecretNameOption,
-    server: ServerOption = None,
-    insecure: InsecureOption = False,
-    ca_cert: CaCertOption = None,
-    output: FormatOption = OutputFormat.TABLE,
-) -> None:
-    """Delete a repository secret (admins)."""
-    with failures():
-        owner, repo_name = split_repo(repository)
-        _secret_name(name)
-        with connect(server, insecure, ca_cert) as client:
-            client.secret_rm(owner, repo_name, name)
-        if output is OutputFormat.JSON:
-            dump({"repository": f"{owner}/{repo_name}", "name": name, "deleted": True})
-        else:
-            stdout().print(Text(f"deleted secret {name} of {owner}/{repo_name}"))
 
 
 # -- user --------------------------------------------------------------------------------------

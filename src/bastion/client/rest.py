@@ -45,6 +45,7 @@ from bastion.rpc.api import (
     RunnerOut,
     SecretCreate,
     SecretOut,
+    SecretUpdate,
     TokenCreated,
     UserCreate,
     UserOut,
@@ -206,7 +207,7 @@ class BastionClient:
     def repos_disable(self, owner: str, name: str) -> None:
         self._request("DELETE", self._repo(owner, name))
 
-    # -- repository secrets (admins) -----------------------------------------------------------
+    # -- secrets (admins): repository, organisation, global -----------------------------------
     # Values go to the server and never come back: SecretOut has no field for one.
 
     def _secrets(self, owner: str, name: str) -> str:
@@ -220,12 +221,41 @@ class BastionClient:
         response = self._request("POST", self._secrets(owner, name), json=secret.wire())
         return self._parse(response, SecretOut)
 
+    def secret_update(self, owner: str, name: str, secret: str, changes: SecretUpdate) -> SecretOut:
+        path = f"{self._secrets(owner, name)}/{segment(secret)}"
+        return self._parse(self._request("PATCH", path, json=changes.wire()), SecretOut)
+
     def secret_info(self, owner: str, name: str, secret: str) -> SecretOut:
         path = f"{self._secrets(owner, name)}/{segment(secret)}"
         return self._parse(self._request("GET", path), SecretOut)
 
     def secret_rm(self, owner: str, name: str, secret: str) -> None:
         self._request("DELETE", f"{self._secrets(owner, name)}/{segment(secret)}")
+
+    @staticmethod
+    def _shared(namespace: str | None) -> str:
+        """Organisation secrets of ``namespace``; global secrets when None."""
+        return "/api/admin/secrets" if namespace is None else f"/api/secrets/{segment(namespace)}"
+
+    def shared_secrets_list(self, namespace: str | None) -> list[SecretOut]:
+        return self._parse_list(self._request("GET", self._shared(namespace)), SecretOut)
+
+    def shared_secret_add(self, namespace: str | None, secret: SecretCreate) -> SecretOut:
+        response = self._request("POST", self._shared(namespace), json=secret.wire())
+        return self._parse(response, SecretOut)
+
+    def shared_secret_update(
+        self, namespace: str | None, secret: str, changes: SecretUpdate
+    ) -> SecretOut:
+        path = f"{self._shared(namespace)}/{segment(secret)}"
+        return self._parse(self._request("PATCH", path, json=changes.wire()), SecretOut)
+
+    def shared_secret_info(self, namespace: str | None, secret: str) -> SecretOut:
+        path = f"{self._shared(namespace)}/{segment(secret)}"
+        return self._parse(self._request("GET", path), SecretOut)
+
+    def shared_secret_rm(self, namespace: str | None, secret: str) -> None:
+        self._request("DELETE", f"{self._shared(namespace)}/{segment(secret)}")
 
     # -- builds --------------------------------------------------------------------------------
 

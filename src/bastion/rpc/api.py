@@ -232,20 +232,31 @@ SECRET_NAME_MAX = 255
 SECRET_DATA_MAX = 64 * 1024  # characters: room for a PEM key or a Docker config.json
 
 
+SECRET_FILTER_MAX = 50  # entries per filter list
+SECRET_EVENTS = ("push", "pull_request", "tag", "promote", "rollback", "cron", "custom")
+
+
 class SecretCreate(Request):
-    """``POST /api/repos/{owner}/{name}/secrets`` (admins): create or replace a secret.
+    """``POST`` a secret (admins): create or replace one, in a repository
+    (``/api/repos/{owner}/{name}/secrets``), an organisation (``/api/secrets/{namespace}``)
+    or the global scope (``/api/admin/secrets``).
 
     ``data`` is a ``SecretStr``: it never shows in a ``repr``, a log line or a validation
     error (``hide_input_in_errors``), and ``model_dump`` gives ``**********`` — send
     :meth:`wire` instead. Values whose text without surrounding whitespace is shorter than
     the masker's minimum (4) are refused by the server: they could not be masked in logs.
-    ``pull_request``: pull_request builds may receive it too (never a fork's)."""
+    ``pull_request``: pull_request builds may receive it too (never a fork's). ``events``,
+    ``branches`` (globs of the target branch) and ``images`` (globs; makes the secret
+    plugin-only) restrict who receives it; empty lists restrict nothing."""
 
     model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
 
     name: str = Field(min_length=1, max_length=SECRET_NAME_MAX, pattern=SECRET_NAME_PATTERN)
     data: SecretStr = Field(max_length=SECRET_DATA_MAX)
     pull_request: bool = False
+    events: list[str] = Field(default_factory=list, max_length=SECRET_FILTER_MAX)
+    branches: list[str] = Field(default_factory=list, max_length=SECRET_FILTER_MAX)
+    images: list[str] = Field(default_factory=list, max_length=SECRET_FILTER_MAX)
 
     def wire(self) -> dict[str, Any]:
         """The JSON body to send, with the value in clear (for the HTTP request only)."""
@@ -253,16 +264,60 @@ class SecretCreate(Request):
             "name": self.name,
             "data": self.data.get_secret_value(),
             "pull_request": self.pull_request,
+            "events": self.events,
+            "branches": self.branches,
+            "images": self.images,
         }
 
 
+class SecretUpdate(Request):
+    """``PATCH`` a secret (admins): what is given changes, the rest stays (a new value, or
+    only filters: the server re-encrypts the value under them)."""
+
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
+
+    data: SecretStr | None = Field(default=None, max_length=SECRET_DATA_MAX)
+    pull_request: bool | None = None
+    events: list[str] | None = Field(default=None, max_length=SECRET_FILTER_MAX)
+    branches: list[str] | None = Field(default=None, max_length=SECRET_FILTER_MAX)
+    images: list[str] | None = Field(default=None, max_length=SECRET_FILTER_MAX)
+
+    def wire(self) -> dict[str, Any]:
+        """The JSON body to send (only the fields given), with a value in clear."""
+        body: dict[str, Any] = {}
+        if self.data is not None:
+            body["data"] = self.data.get_secret_value()
+        for key in ("pull_request", "events", "branches", "images"):
+            value = getattr(self, key)
+            if value is not None:
+                body[key] = value
+        return body
+
+
 class SecretOut(Response):
-    """A repository secret as the API shows it: never its value (there is no field for it)."""
+    """A secret as the API shows it: never its value (there is no field for it).
+
+    ``scope`` is ``repo``, ``org`` or ``global``; ``namespace`` the repository
+    (``owner/name``), the organisation, or ``""``. ``last_used`` / ``last_build``: when and
+    by which build (``owner/name#number``) it was last handed out (0 / "": never).
+    ``rotated``: when its value last changed (a change of filters only does not count);
+    ``age_days``: days since then; ``rotation_due``: at least the server's rotation period
+    (``BASTION_SECRET_ROTATION_DAYS``, default 90) old."""
 
     name: str
+    scope: str = "repo"
+    namespace: str = ""
     pull_request: bool = False
+    events: list[str] = Field(default_factory=list)
+    branches: list[str] = Field(default_factory=list)
+    images: list[str] = Field(default_factory=list)
     created: int = 0
     updated: int = 0
+    last_used: int = 0
+    last_build: str = ""
+    rotated: int = 0
+    age_days: int = 0
+    rotation_due: bool = False
 
 
 class ErrorOut(Response):

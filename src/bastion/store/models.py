@@ -161,6 +161,8 @@ class RepoSecretRow(Base):
     images: Mapped[list[str]] = mapped_column(JSON, default=list, server_default="[]")
     last_used: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     last_build: Mapped[str] = mapped_column(String(2 * NAME + 16), default="", server_default="")
+    # When the value itself last changed (0: before 0003; ``updated`` stands in).
+    rotated: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
 
 
 class SharedSecretRow(Base):
@@ -184,6 +186,7 @@ class SharedSecretRow(Base):
     updated: Mapped[int] = _time()
     last_used: Mapped[int] = mapped_column(BigInteger, default=0)
     last_build: Mapped[str] = mapped_column(String(2 * NAME + 16), default="")
+    rotated: Mapped[int] = mapped_column(BigInteger, default=0)
 
 
 class BuildRow(Base):

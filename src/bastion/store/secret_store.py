@@ -132,12 +132,18 @@ class SecretStore:
             now = self._now()
             columns = _filter_columns(filters)
             insert = self._insert(RepoSecretRow).values(
-                repo_id=repo_id, name=name, value=blob, created=now, updated=now, **columns
+                repo_id=repo_id,
+                name=name,
+                value=blob,
+                created=now,
+                updated=now,
+                rotated=now,
+                **columns,
             )
             session.execute(
                 insert.on_conflict_do_update(
                     index_elements=[RepoSecretRow.repo_id, RepoSecretRow.name],
-                    set_={"value": blob, "updated": now, **columns},
+                    set_={"value": blob, "updated": now, "rotated": now, **columns},
                 )
             )
             return _repo_secret(self._secret_row(session, repo_id, name))
@@ -166,6 +172,8 @@ class SecretStore:
             for column, stored in _filter_columns(new).items():
                 setattr(row, column, stored)
             row.updated = self._now()
+            if value is not None:
+                row.rotated = row.updated
             session.flush()
             return _repo_secret(row)
 
@@ -253,6 +261,7 @@ class SecretStore:
                 value=blob,
                 created=now,
                 updated=now,
+                rotated=now,
                 **columns,
             )
             session.execute(
@@ -262,7 +271,7 @@ class SecretStore:
                         SharedSecretRow.namespace,
                         SharedSecretRow.name,
                     ],
-                    set_={"value": blob, "updated": now, **columns},
+                    set_={"value": blob, "updated": now, "rotated": now, **columns},
                 )
             )
             row = session.scalars(_shared_query(scope, namespace, name)).one()
@@ -293,6 +302,8 @@ class SecretStore:
             for column, stored in _filter_columns(new).items():
                 setattr(row, column, stored)
             row.updated = self._now()
+            if value is not None:
+                row.rotated = row.updated
             session.flush()
             return _shared_secret(row)
 
@@ -500,6 +511,7 @@ def _repo_secret(row: RepoSecretRow) -> RepoSecret:
         images=tuple(row.images or ()),
         last_used=row.last_used,
         last_build=row.last_build,
+        rotated=row.rotated or row.updated,
     )
 
 
@@ -514,6 +526,7 @@ def _shared_secret(row: SharedSecretRow) -> SharedSecret:
         updated=row.updated,
         last_used=row.last_used,
         last_build=row.last_build,
+        rotated=row.rotated or row.updated,
     )
 
 

@@ -118,6 +118,7 @@ class RepoSecret:
     images: tuple[str, ...] = ()  # globs of images; non-empty = plugin steps of those images
     last_used: int = 0  # when a stage last received it (0 = never)
     last_build: str = ""  # which build: "owner/name#number"
+    rotated: int = 0  # when the value last changed (0: unknown, ``updated`` stands in)
 
 
 SECRET_SCOPES = ("repo", "org", "global")
@@ -148,6 +149,7 @@ class SharedSecret:
     updated: int
     last_used: int = 0
     last_build: str = ""
+    rotated: int = 0
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ from tests.integration.server._support import PIPELINE, FakeRunner, Harness, sta
 from bastion.crypto import hash_token, new_token
 from bastion.rpc.messages import StepState
 from bastion.server.auth import ALL_SCOPES
+from bastion.store.types import SecretFilters
 
 OPEN = {"anonymous": 200, "user": 200, "admin": 200}
 USER = {"anonymous": 401, "user": 200, "admin": 200}
@@ -74,10 +75,31 @@ ROUTES = [
         ADMIN,
     ),
     Route(
+        "PATCH",
+        "/api/repos/{owner}/{name}/secrets/{secret}",
+        "/api/repos/acme/web/secrets/token",
+        ADMIN,
+        body={"events": ["push"]},
+    ),
+    Route(
         "DELETE",
         "/api/repos/{owner}/{name}/secrets/{secret}",
         "/api/repos/acme/web/secrets/token",
         {**ADMIN, "admin": 204},
+    ),
+    *(
+        route
+        for base, url in (
+            ("/api/secrets/{namespace}", "/api/secrets/acme"),
+            ("/api/admin/secrets", "/api/admin/secrets"),
+        )
+        for route in (
+            Route("GET", base, url, ADMIN),
+            Route("POST", base, url, ADMIN, body={"name": "fresh", "data": "fresh-value-1234"}),
+            Route("GET", base + "/{secret}", url + "/token", ADMIN),
+            Route("PATCH", base + "/{secret}", url + "/token", ADMIN, body={"branches": ["m*"]}),
+            Route("DELETE", base + "/{secret}", url + "/token", {**ADMIN, "admin": 204}),
+        )
     ),
     Route("GET", "/api/repos/{owner}/{name}/builds", "/api/repos/acme/web/builds", USER),
     Route("POST", "/api/repos/{owner}/{name}/builds", "/api/repos/acme/web/builds", ADMIN),
@@ -158,6 +180,8 @@ def _world(tmp_path: Path) -> Iterator[World]:
                 "blocked": blocked,
             },
         )
+        store.set_shared_secret("org", "acme", "token", "org-token-value", SecretFilters())
+        store.set_shared_secret("global", "", "token", "global-token-value", SecretFilters())
 
 
 def store_repo_id(server: Harness, slug: str = "acme/web") -> int:

@@ -171,7 +171,22 @@ def test_create_list_inspect_replace_delete(server: Harness, recorder: Recorder)
     assert created["name"] == "token"
     assert created["pull_request"] is False
     assert created["created"] > 0
-    assert set(created) == {"name", "pull_request", "created", "updated"}
+    assert set(created) == {
+        "name",
+        "scope",
+        "namespace",
+        "pull_request",
+        "events",
+        "branches",
+        "images",
+        "created",
+        "updated",
+        "rotated",
+        "last_used",
+        "last_build",
+        "age_days",
+        "rotation_due",
+    }
 
     add_secret(api, "npm", NPM, pull_request=True)
     listed = api.get("/api/repos/acme/web/secrets").json()
@@ -283,7 +298,7 @@ def test_values_are_stored_encrypted_and_never_logged(
         content = path.read_bytes()
         assert TOKEN.encode() not in content, path
         assert NPM.encode() not in content, path
-    assert "secret token of acme/web set by admin" in caplog.text
+    assert "secret token of acme/web created by admin" in caplog.text
     for value in (TOKEN, NPM, "zq9"):
         assert value not in caplog.text
     recorder.assert_never_saw(TOKEN, NPM)

@@ -8,12 +8,23 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from bastion.server.api import admin, audit, builds, repos, runners, secrets, stream, system, users
+from bastion.server.api import (
+    admin,
+    audit,
+    builds,
+    org_secrets,
+    repos,
+    runners,
+    secrets,
+    stream,
+    system,
+    users,
+)
 
 
 def api_router() -> APIRouter:
     router = APIRouter()
-    for module in (system, users, repos, secrets, builds, runners, stream):
+    for module in (system, users, repos, secrets, org_secrets, builds, runners, stream):
         router.include_router(module.router)
     for module in (audit, admin):  # system administrators only
         router.include_router(module.router)

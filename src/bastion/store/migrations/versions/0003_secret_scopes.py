@@ -5,7 +5,8 @@ Revises: 0002
 Create Date: 2026-11-26
 
 ``repo_secrets`` gains its filters (JSON lists: ``branches``, ``events``, ``images``; empty
-means "no restriction") and when and by which build it was last handed out. Existing secrets
+means "no restriction"), when and by which build it was last handed out, and when its value
+last changed (``rotated``; 0 for older rows, whose ``updated`` stands in). Existing secrets
 get empty filters, so they reach exactly the builds they reached before, and their ciphertexts
 need no change: a repository secret without filters may still carry the associated data of
 revisions 0001 / 0002, which the store tries after the current one (see ``secret_store``).
@@ -36,6 +37,7 @@ def upgrade() -> None:
         batch.add_column(
             sa.Column("last_build", sa.String(length=526), nullable=False, server_default="")
         )
+        batch.add_column(sa.Column("rotated", sa.BigInteger(), nullable=False, server_default="0"))
     op.create_table(
         "shared_secrets",
         sa.Column("id", sa.Integer(), nullable=False),
@@ -49,6 +51,7 @@ def upgrade() -> None:
         sa.Column("updated", sa.BigInteger(), nullable=False),
         sa.Column("last_used", sa.BigInteger(), nullable=False),
         sa.Column("last_build", sa.String(length=526), nullable=False),
+        sa.Column("rotated", sa.BigInteger(), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_shared_secrets")),
         sa.UniqueConstraint(
             "scope", "namespace", "name", name=op.f("uq_shared_secrets_scope_namespace_name")
@@ -71,5 +74,5 @@ def downgrade() -> None:
         )
     )
     with op.batch_alter_table("repo_secrets") as batch:
-        for name in ("last_build", "last_used", *reversed(_FILTERS)):
+        for name in ("rotated", "last_build", "last_used", *reversed(_FILTERS)):
             batch.drop_column(name)
