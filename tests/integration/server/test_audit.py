@@ -95,6 +95,11 @@ def test_full_rotation_through_the_server(servers: Servers, tmp_path: Path) -> N
     assert web is not None
     assert store.get_repo_secrets(web.id) == {"token": VALUE, "npm": PR_VALUE}
     assert store.get_webhook_secret(web.id) == webhook_secret
+    with store._tx() as session:  # the audit table itself, column by column
+        events = [str(tuple(row)) for row in session.execute(text("SELECT * FROM audit_events"))]
+    assert any("secret.created" in e or "secret.delivered" in e or "rekey" in e for e in events)
+    for secret in (VALUE, PR_VALUE, webhook_secret):
+        assert all(secret not in event for event in events)
     servers.stop()
 
     at_rest = b"".join(p.read_bytes() for p in (tmp_path / "data").glob("bastion.db*"))
