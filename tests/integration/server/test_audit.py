@@ -1,8 +1,9 @@
 """Audit events and key rotation on a real server: ``GET /api/audit`` (filters, pagination,
 bad parameters), ``POST /api/admin/rekey`` through a full rotation (old key as previous,
 dry run, rekey, restart without the old key), audited with the actor, refused when the audit
-log cannot be written or another run is going on; the retention purge; the CLI (``audit ls``,
-``secret rekey``); and no secret value in the database file, the audit table or any answer."""
+log cannot be written or another run is going on (the rotation on SQLite and PostgreSQL); the
+retention purge; the CLI (``audit ls``, ``secret rekey``); and no secret value in the database
+file, the audit table or any answer."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 from tests.integration.server._support import Harness, start_server
+from tests.integration.store.conftest import postgres_admin_url, postgres_url
 from typer.testing import CliRunner
 
 from bastion.cli import remote
@@ -46,6 +48,18 @@ class Servers:
             self._running = None
 
 
+__all__ = ["postgres_admin_url", "postgres_url"]  # fixtures, for the PostgreSQL run
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest) -> str:
+    """ "" for the server's default SQLite file, or a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        return ""
+    url: str = request.getfixturevalue("postgres_url")
+    return url
+
+
 @pytest.fixture
 def servers(tmp_path: Path) -> Iterator[Servers]:
     started = Servers(tmp_path)
@@ -53,8 +67,10 @@ def servers(tmp_path: Path) -> Iterator[Servers]:
     started.stop()
 
 
-def test_full_rotation_through_the_server(servers: Servers, tmp_path: Path) -> None:
-    first = servers.start(database_secret=OLD.hex())
+def test_full_rotation_through_the_server(
+    servers: Servers, tmp_path: Path, database_url: str
+) -> None:
+    first = servers.start(database_secret=OLD.hex(), database_url=database_url)
     api = first.admin
     _, webhook_secret = first.forge_repo("github", "acme", "web", forge_id="1")
     for name, value, pr in (("token", VALUE, False), ("npm", PR_VALUE, True)):
@@ -63,7 +79,9 @@ def test_full_rotation_through_the_server(servers: Servers, tmp_path: Path) -> N
         )
         assert answer.status_code == 200, answer.text
 
-    second = servers.start(database_secret=NEW.hex(), database_secret_previous=OLD.hex())
+    second = servers.start(
+        database_secret=NEW.hex(), database_secret_previous=OLD.hex(), database_url=database_url
+    )
     api = second.admin
     answers: list[str] = []
     census = api.post("/api/admin/rekey", json={"dry_run": True})
@@ -89,7 +107,7 @@ def test_full_rotation_through_the_server(servers: Servers, tmp_path: Path) -> N
     ]
     assert audit.json()[0]["detail"]["rekeyed"] == body["remaining"]
 
-    third = servers.start(database_secret=NEW.hex())  # the old key is gone
+    third = servers.start(database_secret=NEW.hex(), database_url=database_url)  # old key gone
     store = third.ctx.store
     web = store.get_repo("acme", "web")
     assert web is not None
@@ -103,6 +121,7 @@ def test_full_rotation_through_the_server(servers: Servers, tmp_path: Path) -> N
     servers.stop()
 
     at_rest = b"".join(p.read_bytes() for p in (tmp_path / "data").glob("bastion.db*"))
+    assert bool(at_rest) == (not database_url)  # the SQLite file, when it is the database
     for secret in (VALUE, PR_VALUE, webhook_secret):
         assert secret.encode() not in at_rest
         assert all(secret not in answer for answer in answers)
