@@ -269,3 +269,36 @@ def test_killed_mid_rekey(
         assert store.rekey_encrypted().total_rekeyed == 11
     with open_store(db_url, NEW) as store:
         check_all(store, expected)
+
+
+@pytest.mark.postgres
+def test_a_concurrent_write_wins_over_the_rekey(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A value changed while its batch is being re-encrypted keeps the writer's value (the
+    compare-and-set on the old ciphertext). On SQLite writers cannot overlap the batch's write
+    transaction at all; PostgreSQL is where this can happen."""
+    expected = populate(postgres_url)
+    real = SecretBox.rekey
+    with (
+        open_store(postgres_url, NEW, (OLD,)) as store,
+        open_store(postgres_url, NEW) as writer,
+    ):
+        first = store.get_repo("acme", "r0")
+        assert first is not None
+
+        def rekey_with_a_writer(self: SecretBox, blob: bytes, aad: bytes) -> bytes | None:
+            if aad == f"repo:{first.id}:plain".encode():
+                writer.set_repo_secret(first.id, "plain", "changed-while-rekeying")
+            return real(self, blob, aad)
+
+        monkeypatch.setattr(SecretBox, "rekey", rekey_with_a_writer)
+        report = store.rekey_encrypted()
+        monkeypatch.setattr(SecretBox, "rekey", real)
+        assert report.total_rekeyed == 16  # the changed row was left to its writer
+        assert report.failed == {}
+    repo_values = expected[f"repo:{first.id}"]
+    assert isinstance(repo_values, dict)
+    repo_values["plain"] = "changed-while-rekeying"
+    with open_store(postgres_url, NEW) as store:
+        check_all(store, expected)
