@@ -352,3 +352,70 @@ class AuditEventRow(Base):
     runner: Mapped[str] = mapped_column(String(NAME), default="")
     secret: Mapped[str] = mapped_column(String(NAME), default="")
     detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class ForgeAccountRow(Base):
+    """The forge account a user logs in with (migration 0007): at most one per user, and one
+    user per forge account. ``access_token`` is the OAuth token Bastion uses to read the
+    user's repository permissions, AES-GCM ciphertext bound to the user ("forge-token:<id>")."""
+
+    __tablename__ = "forge_accounts"
+    __table_args__ = (UniqueConstraint("forge", "forge_user_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), unique=True
+    )
+    forge: Mapped[str] = mapped_column(String(32))
+    forge_user_id: Mapped[str] = mapped_column(String(NAME))
+    forge_login: Mapped[str] = mapped_column(String(NAME))
+    access_token: Mapped[bytes | None] = mapped_column(default=None)
+    updated: Mapped[int] = _time()
+
+
+class SessionRow(Base):
+    """A browser login session (0007). Only SHA-256 hashes of the session id and of its CSRF
+    token are stored; ``expires`` is the absolute end, ``last_seen`` drives the idle end."""
+
+    __tablename__ = "sessions"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    hash: Mapped[str] = mapped_column(String(HASH), unique=True)
+    csrf_hash: Mapped[str] = mapped_column(String(HASH))
+    created: Mapped[int] = _time()
+    last_seen: Mapped[int] = _time()
+    expires: Mapped[int] = _time()
+
+
+class LoginStateRow(Base):
+    """A login in progress (0007): an OAuth ``state`` (with its PKCE verifier, encrypted) or a
+    one-time local login link, by the SHA-256 hash of its random value; used once."""
+
+    __tablename__ = "login_states"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    hash: Mapped[str] = mapped_column(String(HASH), unique=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    forge: Mapped[str] = mapped_column(String(32), default="")
+    verifier: Mapped[bytes | None] = mapped_column(default=None)
+    next_url: Mapped[str] = mapped_column(default="")
+    user_id: Mapped[int | None] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), default=None
+    )
+    expires: Mapped[int] = mapped_column(BigInteger, index=True)
+
+
+class RepoPermissionRow(Base):
+    """What a user may do on a repository (0007): mirrored from the forge (``source`` "forge",
+    refreshed when older than the cache time) or granted by an administrator ("grant")."""
+
+    __tablename__ = "repo_permissions"
+    __table_args__ = (UniqueConstraint("user_id", "repo_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    repo_id: Mapped[int] = mapped_column(ForeignKey("repos.id", ondelete="CASCADE"), index=True)
+    scopes: Mapped[list[Any]] = mapped_column(default=list)
+    source: Mapped[str] = mapped_column(String(16))
+    fetched: Mapped[int] = _time()
