@@ -21,6 +21,7 @@ from bastion.server.forges import FileSource, ForgeAccess
 from bastion.server.services.audit import AuditLog
 from bastion.server.services.builds import BuildService
 from bastion.server.services.events import BuildEvent, EventBroker
+from bastion.server.services.guard import AuthGuard
 from bastion.server.services.logs import DatabaseLogBackend, FileLogBackend, LogService
 from bastion.server.services.rekey import KeyRotation
 from bastion.server.services.scheduler import Scheduler
@@ -53,6 +54,8 @@ class ServerContext:
     audit: AuditLog
     # `bastion secret rekey`: one run at a time, audited.
     rekey: KeyRotation
+    # Rate limits and lockout of failed logins and bad tokens (services/guard.py).
+    guard: AuthGuard
     # Set when the server shuts down: live streams end (created on the serving loop).
     shutdown_event: anyio.Event | None = field(default=None)
     # True once the HTTP server is asked to stop (set by ``serve``): long-polls answer "no
@@ -128,6 +131,7 @@ def build_context(
         clock=clock,
         audit=audit,
         rekey=KeyRotation(store, audit),
+        guard=AuthGuard(store, audit, clock),
     )
 
 

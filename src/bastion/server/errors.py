@@ -96,7 +96,11 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def on_server_error(_request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, ServerError)
-        return error_response(exc.status_code, exc.message)
+        response = error_response(exc.status_code, exc.message)
+        retry_after = getattr(exc, "retry_after", None)  # 429 and 503 may say when to retry
+        if isinstance(retry_after, int):
+            response.headers["Retry-After"] = str(retry_after)
+        return response
 
     async def on_store_not_found(_request: Request, exc: Exception) -> JSONResponse:
         return error_response(404, str(exc))

@@ -84,6 +84,17 @@ class UserRow(Base):
 
 class TokenRow(Base):
     __tablename__ = "tokens"
+    # A user's live tokens have distinct names (migration 0008): rotate and revoke name them.
+    __table_args__ = (
+        Index(
+            "uq_tokens_user_name_live",
+            "user_id",
+            "name",
+            unique=True,
+            sqlite_where=text("revoked = 0"),
+            postgresql_where=text("NOT revoked"),
+        ),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
@@ -419,3 +430,30 @@ class RepoPermissionRow(Base):
     scopes: Mapped[list[Any]] = mapped_column(default=list)
     source: Mapped[str] = mapped_column(String(16))
     fetched: Mapped[int] = _time()
+
+
+class AuthFailureRow(Base):
+    """One failed authentication (migration 0008), counted in a sliding window per key.
+
+    ``key`` is a SHA-256 hex digest of ``source:<address>`` or ``account:<login>``, never the
+    name itself: a password typed into the login field must not be stored in clear.
+    """
+
+    __tablename__ = "auth_failures"
+    __table_args__ = (Index("ix_auth_failures_key_at", "key", "at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    key: Mapped[str] = mapped_column(String(HASH))
+    at: Mapped[int] = mapped_column(BigInteger, index=True)
+
+
+class AuthLockoutRow(Base):
+    """A source or account locked until ``until`` (migration 0008); ``count`` lockouts so far
+    in a row, for the backoff (reset once a lockout has expired and a window passed clean)."""
+
+    __tablename__ = "auth_lockouts"
+
+    key: Mapped[str] = mapped_column(String(HASH), primary_key=True)
+    until: Mapped[int] = mapped_column(BigInteger)
+    count: Mapped[int] = mapped_column(default=1)
+

@@ -50,6 +50,7 @@ from bastion.store.encrypted import RekeyStore
 from bastion.store.engine import WRITE_OPTION, create_engine, is_memory_sqlite, normalize_url
 from bastion.store.errors import Conflict, NotFound, StoreError
 from bastion.store.identity_store import IdentityStore
+from bastion.store.lockout_store import LockoutStore
 from bastion.store.models import (
     Base,
     BuildRow,
@@ -114,7 +115,7 @@ _Row = TypeVar("_Row", bound=Base)
 _MIGRATING = threading.Lock()
 
 
-class Store(AuditStore, RekeyStore, SecretStore, IdentityStore):
+class Store(AuditStore, RekeyStore, SecretStore, IdentityStore, LockoutStore):
     """Bastion's persistent state in SQLite or PostgreSQL (see the module docstring)."""
 
     def __init__(
