@@ -217,17 +217,33 @@ def test_bad_batch_size(store: Store) -> None:
 _KILLED_CHILD = """
 import sys, time
 from pathlib import Path
-from typing import Any
+from bastion.crypto import SecretBox
 from bastion.store import Store
-url, marker = sys.argv[1], Path(sys.argv[2])
+url, marker, where = sys.argv[1], Path(sys.argv[2]), sys.argv[5]
 new, old = bytes.fromhex(sys.argv[3]), bytes.fromhex(sys.argv[4])
 store = Store(url, secret_key=new, previous_keys=[old])
-def hang(column, batches):
+
+def pause():
+    marker.write_text(where)
+    while True:
+        time.sleep(1)
+
+def between(column, batches):
     if batches == 2:
-        marker.write_text(column)
-        while True:
-            time.sleep(1)
-store.rekey_encrypted(batch_size=3, after_batch=hang)
+        pause()
+
+real, calls = SecretBox.rekey, [0]
+
+def inside(self, blob, aad):
+    # Batch 3 has re-encrypted and UPDATEd its first row, uncommitted, when this pauses.
+    calls[0] += 1
+    if calls[0] == 8:
+        pause()
+    return real(self, blob, aad)
+
+if where == "inside":
+    SecretBox.rekey = inside
+store.rekey_encrypted(batch_size=3, after_batch=between if where == "between" else None)
 """
 
 
@@ -243,14 +259,16 @@ def child() -> Iterator[list[subprocess.Popen[bytes]]]:
             proc.stderr.close()
 
 
+@pytest.mark.parametrize("where", ["between", "inside"])
 def test_killed_mid_rekey(
-    db_url: str, tmp_path: Path, child: list[subprocess.Popen[bytes]]
+    db_url: str, tmp_path: Path, child: list[subprocess.Popen[bytes]], where: str
 ) -> None:
-    """SIGKILL of the process while it re-keys: the database is as the last commit left it."""
+    """SIGKILL of the process while it re-keys, between two batches or in the middle of one
+    (an UPDATE done, not committed): the database is as the last commit left it."""
     expected = populate(db_url)
     marker = tmp_path / "paused"
     proc = subprocess.Popen(
-        [sys.executable, "-c", _KILLED_CHILD, db_url, str(marker), NEW.hex(), OLD.hex()],
+        [sys.executable, "-c", _KILLED_CHILD, db_url, str(marker), NEW.hex(), OLD.hex(), where],
         stderr=subprocess.PIPE,
     )
     child.append(proc)
@@ -258,7 +276,7 @@ def test_killed_mid_rekey(
     while not marker.exists():
         if proc.poll() is not None:
             pytest.fail(f"child exited early: {proc.stderr.read().decode() if proc.stderr else ''}")
-        assert time.monotonic() < deadline, "the child never reached its second batch"
+        assert time.monotonic() < deadline, "the child never reached its pause"
         time.sleep(0.05)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(timeout=30)
