@@ -19,6 +19,29 @@ The encoded forms are computed for the whole value, for the stripped value and f
 Any form also matches when wrapped over several lines, as ``base64`` and ``xxd -p`` print it
 (see *Wrapped base64* below).
 
+**JSON secrets.** A value that is a JSON object or array (a GCP service-account key, a
+Docker ``config.json``) is printed in parts far more often than whole: ``jq -r
+.private_key``, a client id in a URL. So each string leaf at least ``MIN_SECRET_LENGTH``
+long, and each number leaf at least :data:`JSON_NUMBER_MIN_LENGTH` characters long (as
+written), is a secret of its own, with all the forms above. Keys are not masked, nor true,
+false and null; every leaf is, including public ones such as a key file's ``auth_uri``: the
+masker cannot tell which leaves are secret.
+
+**Credentials nobody declared.** With ``detect`` (the default), the masker also masks the
+well-known credential formats of :mod:`bastion.engine._credentials` (AWS key ids and secret
+keys in their usual context, GitHub, GitLab and Slack tokens, private key blocks), replacing
+each with a marker naming its kind, ``[masked: github-token]``
+(:func:`credential_marker`), so that the server can audit the leak from the marker alone
+(:func:`credential_kinds_in`). A detector is one more kind of anchor in the same automaton
+(its literal prefix), checked with a regular expression where the anchor occurs, in the text
+itself (not across joins), so it costs little more than a secret. Where a detected credential
+overlaps a declared secret the marker wins, so a declared token printed raw is audited too; a
+private key block wins over everything within it. A private key block runs from its
+``-----BEGIN ... PRIVATE KEY-----`` header through the matching END line, across line breaks
+and writes: each line of it becomes one marker (its line breaks and indentation kept); the
+stream remembers that a block is open and how many lines it has run, and a block with no END
+ends after ``KEY_BLOCK_MAX_LINES`` line breaks.
+
 **Base64 inside a longer text.** ``base64("user:" + secret)`` does not contain
 ``base64(secret)``: base64 maps 3-byte groups to 4 characters, so what the secret becomes
 depends on how many bytes precede it modulo 3. For ``k`` in 0, 1, 2 we encode ``k`` filler
@@ -84,7 +107,10 @@ within that tail. This also bounds what is held back for an endless base64 dump.
 that is complete and straddles the cut is emitted as one replacement per line piece and its
 remainder is remembered, so the streamed output is exactly ``mask`` of the whole text,
 however it was split. The stream remembers how many base64 characters end the part of the
-current line it has emitted, to decide about the next line break.
+current line it has emitted, to decide about the next line break. The detector's matches are
+at most ``_credentials.LONGEST`` (266) characters long and count in ``longest_form``.
+:meth:`MaskingStream.line` masks a text that arrives as complete lines (the server's), with
+nothing held back.
 
 **Cost.** When no line ends with 40 base64 characters (most of a build log), finding the
 joins is one regular-expression scan in C that starts at line breaks only: the automaton
@@ -110,8 +136,14 @@ from itertools import accumulate
 
 import ahocorasick
 
+from bastion.engine import _credentials
+from bastion.engine._credentials import KINDS, Detector
+
 MIN_SECRET_LENGTH = 4
 REPLACEMENT = "********"
+# A number leaf of a JSON secret is masked from this length: shorter numbers (ports, years,
+# counts, versions) are everywhere in logs and carry little of the secret.
+JSON_NUMBER_MIN_LENGTH = 8
 
 # A base64 core shorter than this (36 bits) would match unrelated base64 text too often.
 _MIN_BASE64_CORE_LENGTH = 6
@@ -135,8 +167,9 @@ _JOIN_CRLF = re.compile(
     rf"(\n(?:(?<={_BASE64_CLASS}{{{WRAP_MIN_WIDTH}}}\n)"
     rf"|(?<={_BASE64_CLASS}{{{WRAP_MIN_WIDTH}}}\r\n))[ \t]*)"
 )
-# Inside a masked range every line break belongs to a join: this splits the range at them.
-_JOINS_IN_RANGE = re.compile(r"(\r?\n[ \t]*)")
+# Inside a masked range every line break belongs to a join (or to a private key block, which
+# may have "\r" alone too): this splits the range at them.
+_JOINS_IN_RANGE = re.compile(r"(\r\n[ \t]*|[\r\n][ \t]*)")
 _INDENTATION = re.compile(r"[ \t]*")
 _BASE64_RUN = re.compile(rf"{_BASE64_CLASS}{{{WRAP_MIN_WIDTH}}}")
 
@@ -222,15 +255,37 @@ def validate_secrets(secrets: Mapping[str, str]) -> None:
         raise SecretTooShortError(too_short)
 
 
+def credential_marker(kind: str) -> str:
+    """What replaces a detected credential of ``kind`` (one of :data:`CREDENTIAL_KINDS`)."""
+    return _credentials.marker(kind)
+
+
+CREDENTIAL_KINDS: tuple[str, ...] = KINDS
+
+
+def credential_kinds_in(text: str) -> set[str]:
+    """The kinds of the credential markers in ``text`` (masked output): what was detected.
+
+    Only known kinds count. A step can print a marker itself; that costs it an audit event
+    per kind, never a value."""
+    if _credentials.MARKER_PREFIX not in text:
+        return set()
+    kinds = set(_credentials.MARKER_PATTERN.findall(text))
+    return kinds & set(KINDS)
+
+
 def secret_forms(value: str) -> frozenset[str]:
     """Every text form in which ``value`` must be masked (see the module docstring)."""
-    candidates = {value, value.strip()}
-    # Lines are stripped: indentation is not secret, and the stripped line also matches
-    # inside a line printed with different indentation. Blank and short lines are skipped:
-    # a multi-line secret often has short lines (a PEM trailer's "==", a lone "}" of a JSON
-    # key file) that are not secret on their own, and masking them would garble every log
-    # line containing them, while the secret's long lines carry its entropy.
-    candidates.update(line.strip() for line in value.splitlines())
+    candidates: set[str] = set()
+    for item in (value, *_json_leaves(value)):
+        candidates.update((item, item.strip()))
+        # Lines are stripped: indentation is not secret, and the stripped line also matches
+        # inside a line printed with different indentation. Blank and short lines are
+        # skipped: a multi-line secret often has short lines (a PEM trailer's "==", a lone
+        # "}" of a JSON key file) that are not secret on their own, and masking them would
+        # garble every log line containing them, while the secret's long lines carry its
+        # entropy.
+        candidates.update(line.strip() for line in item.splitlines())
     forms: set[str] = set()
     for candidate in candidates:
         if len(candidate.strip()) >= MIN_SECRET_LENGTH:
@@ -241,6 +296,38 @@ def secret_forms(value: str) -> frozenset[str]:
     return frozenset(
         form for form in forms if form and not any(brk in form for brk in _LINE_BREAKS)
     )
+
+
+class _Number(str):
+    """A number leaf of a JSON secret, as written in it."""
+
+    __slots__ = ()
+
+
+def _json_leaves(value: str) -> list[str]:
+    """The string leaves, and the number leaves of at least :data:`JSON_NUMBER_MIN_LENGTH`
+    characters, of a value that is a JSON object or array; ``[]`` for any other value."""
+    stripped = value.strip()
+    if not stripped.startswith(("{", "[")):
+        return []
+    try:
+        document = json.loads(stripped, parse_int=_Number, parse_float=_Number)
+    except (ValueError, RecursionError):
+        return []
+    leaves: list[str] = []
+    stack: list[object] = [document]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+        elif isinstance(node, _Number):
+            if len(node) >= JSON_NUMBER_MIN_LENGTH:
+                leaves.append(str(node))
+        elif isinstance(node, str) and len(node.strip()) >= MIN_SECRET_LENGTH:
+            leaves.append(node)
+    return leaves
 
 
 def _encoded_forms(text: str) -> set[str]:
@@ -377,19 +464,40 @@ def _joined(text: str, head_run: int) -> _Joined | None:
     return _Joined(parts)
 
 
+# A merged interval's kind: "" for a declared secret's form, else a detected credential's kind.
+# When intervals of several kinds merge, the highest rank names the replacement: a private
+# key block, then a detected credential (the server audits it), then a declared secret.
+_PRIVATE_KEY = "private-key"
+
+
+def _rank(kind: str) -> int:
+    return 2 if kind == _PRIVATE_KEY else 1 if kind else 0
+
+
+# (start, end, kind) of a masked interval; see ``_rank`` for the kind.
+_Interval = tuple[int, int, str]
+
+
 class SecretMasker:
-    """Masks every form of a fixed set of secret values; see the module docstring.
+    """Masks every form of a fixed set of secret values, and well-known credentials; see the
+    module docstring.
 
     Building one costs time proportional to the total size of the forms; build it once per
     stage and use :meth:`stream` for each step's output. A masker is immutable and can be
     shared between threads; a stream cannot.
+
+    ``detect``: also mask the credential formats of :mod:`bastion.engine._credentials`
+    (undeclared), each with its marker (:func:`credential_marker`). On by default; a masker
+    with nothing to mask and ``detect=False`` is :attr:`empty`.
 
     Raises :class:`SecretTooShortError` for a value too short to mask (named by its position,
     since values have no name here): callers should have called :func:`validate_secrets`,
     which names them; this is the fail-closed backstop.
     """
 
-    def __init__(self, secrets: Iterable[str], replacement: str = REPLACEMENT) -> None:
+    def __init__(
+        self, secrets: Iterable[str], replacement: str = REPLACEMENT, *, detect: bool = True
+    ) -> None:
         values = list(secrets)
         too_short = {
             f"#{position}": len(value.strip())
@@ -402,18 +510,23 @@ class SecretMasker:
         for value in values:
             patterns.update(secret_forms(value))
         self._replacement = replacement
+        self._markers = {"": replacement} | {kind: credential_marker(kind) for kind in KINDS}
         # A match not complete yet starts within the last ``longest - 1`` characters.
-        self._hold_back = max(max(map(len, patterns), default=0) - 1, 0)
+        longest = max(max(map(len, patterns), default=0), _credentials.LONGEST if detect else 0)
+        self._hold_back = max(longest - 1, 0)
         self._automaton: ahocorasick.Automaton | None = None
-        if patterns:
+        if patterns or detect:
+            # anchor -> (distance from the anchor's last character back to the start, the
+            # form, or "" and the detector that runs there)
+            entries: dict[str, list[tuple[int, str, Detector | None]]] = {}
+            for anchor, pairs in _choose_anchors(patterns).items():
+                entries[anchor] = [(offset + len(anchor) - 1, form, None) for offset, form in pairs]
+            if detect:
+                for anchor, offset, detector in _credentials.ANCHORS:
+                    entries.setdefault(anchor, []).append((offset + len(anchor) - 1, "", detector))
             automaton = ahocorasick.Automaton(ahocorasick.STORE_ANY, ahocorasick.KEY_STRING)
-            anchors = _choose_anchors(patterns)
-            for anchor in sorted(anchors, key=_insertion_key):
-                # The distance from the anchor's last character back to each form's start.
-                automaton.add_word(
-                    anchor,
-                    tuple((offset + len(anchor) - 1, form) for offset, form in anchors[anchor]),
-                )
+            for anchor in sorted(entries, key=_insertion_key):
+                automaton.add_word(anchor, tuple(entries[anchor]))
             automaton.make_automaton()
             self._automaton = automaton
 
@@ -423,105 +536,136 @@ class SecretMasker:
         return self._automaton is None
 
     def mask(self, text: str) -> str:
-        """Mask a complete text."""
+        """Mask a complete text (exactly what a stream fed ``text`` in any chunks returns)."""
         if self._automaton is None or not text:
             return text
-        if len(text) > _MASK_SLICE:
-            stream = self.stream()
-            parts = [
-                stream.feed(text[start : start + _MASK_SLICE])
-                for start in range(0, len(text), _MASK_SLICE)
-            ]
-            parts.append(stream.flush())
-            return "".join(parts)
-        masked, _ = self._render(text, len(text), None, _joined(text, 0))
-        return masked
+        stream = self.stream()
+        parts = [
+            stream.feed(text[start : start + _MASK_SLICE])
+            for start in range(0, len(text), _MASK_SLICE)
+        ]
+        parts.append(stream.flush())
+        return "".join(parts)
 
     def stream(self) -> MaskingStream:
         """A new stream, for one step's output (streams keep state: never share one)."""
         return MaskingStream(self)
 
     def _intervals(
-        self, text: str, carried: int | None, joined: _Joined | None
-    ) -> list[tuple[int, int]]:
-        """Merged ``[start, end)`` intervals of all matches in ``text``.
+        self,
+        text: str,
+        joined: _Joined | None,
+        carried: tuple[int, str] | None,
+        before: str,
+        block_lines: int | None,
+    ) -> tuple[list[_Interval], tuple[int, int] | None]:
+        """Merged ``[start, end)`` intervals of all matches in ``text``, and the open key block.
 
         Matches are searched in ``joined.text`` (``text`` without its joins) when ``text`` has
-        joins; intervals are positions in ``text`` and may contain joins, no other line break.
-        ``carried`` is the end of a masked interval that started before ``text`` (``0`` if it
-        ended exactly at its start): it is included as ``(0, carried)`` so that matches
-        overlapping or touching it merge with it.
+        joins; intervals are positions in ``text`` and may contain joins, and line breaks
+        only in a private key block. ``carried`` is ``(end, kind)`` of a masked interval that
+        started before ``text`` (end ``0`` if it ended exactly at its start): it is included
+        as ``(0, end)`` so that matches overlapping or touching it merge with it.
+        ``before``: the character before ``text`` in its stream (``""`` at its start);
+        ``block_lines``: how many line breaks of a key block that ``text`` continues came
+        before ``text`` (``None``: no block is open). The open block returned: ``(start,
+        line breaks before text)`` of a key block that does not end in ``text``, or ``None``.
         """
         assert self._automaton is not None
         haystack = text if joined is None else joined.text
-        spans: list[tuple[int, int]] = []
+        spans: list[_Interval] = []
+        detected: list[_Interval] = []  # positions in ``text``
+        headers: list[_Interval] = []
         # The only full pass over the text: in C, and yields nothing when no anchor occurs.
         for anchor_end, candidates in self._automaton.iter(haystack):
-            for back, form in candidates:
+            for back, form, detector in candidates:
                 start = anchor_end - back
                 # A form starting before the text was dealt with by the previous cut; one
                 # running past its end is not complete yet (``startswith`` says False).
-                if start >= 0 and haystack.startswith(form, start):
-                    spans.append((start, start + len(form)))
+                if start < 0:
+                    continue
+                if detector is None:
+                    if haystack.startswith(form, start):
+                        spans.append((start, start + len(form), ""))
+                else:
+                    # Credentials are searched in the text itself: no format runs across a
+                    # line break, and a join would put the next line right after a token.
+                    if joined is not None:
+                        start = joined.position(start)
+                    found = detector.find(text, start, before)
+                    if found is not None:
+                        (headers if detector.block else detected).append((*found, detector.kind))
         if joined is not None:
-            spans = [(joined.position(start), joined.position(end - 1) + 1) for start, end in spans]
+            spans = [
+                (joined.position(start), joined.position(end - 1) + 1, kind)
+                for start, end, kind in spans
+            ]
+        spans.extend(detected)
+        open_block: tuple[int, int] | None = None
+        if block_lines is not None or headers:
+            open_block = _key_blocks(text, spans, sorted(headers), block_lines)
         if carried is not None:
-            spans.append((0, carried))
+            spans.append((0, *carried))
         if not spans:
-            return spans
+            return spans, open_block
         spans.sort()
         merged = [spans[0]]
-        for start, end in spans[1:]:
-            last_start, last_end = merged[-1]
+        for start, end, kind in spans[1:]:
+            last_start, last_end, last_kind = merged[-1]
             if start <= last_end:  # overlapping or touching: one replacement
-                if end > last_end:
-                    merged[-1] = (last_start, end)
+                if _rank(kind) > _rank(last_kind):
+                    last_kind = kind
+                merged[-1] = (last_start, max(end, last_end), last_kind)
             else:
-                merged.append((start, end))
-        return merged
+                merged.append((start, end, kind))
+        return merged, open_block
 
-    def _render(
-        self, text: str, cut: int, carried: int | None, joined: _Joined | None
-    ) -> tuple[str, int | None]:
-        """Mask ``text[:cut]``; return it and how far a replacement reaches past ``cut``.
 
-        The second value is ``None`` when no replacement reaches ``cut``; otherwise the
-        number of characters after ``cut`` that it covers (possibly ``0``). ``cut`` is never
-        just after a join inside an interval (the callers cut after a character of
-        ``joined.text`` or after a line break that is not a join), so a replacement that
-        reaches past ``cut`` continues the line piece just before it.
-        """
-        intervals = self._intervals(text, carried, joined)
-        if not intervals:
-            return text[:cut], None
-        parts: list[str] = []
-        position = 0
-        reach: int | None = None
-        for start, end in intervals:
-            if start >= cut:
-                break
-            parts.append(text[position:start])
-            # An interval starting at 0 merged with the carried one continues a replacement
-            # that was already emitted.
-            continued = carried is not None and start == 0
-            covered = text[start : min(end, cut)] if joined is not None else ""
-            if "\n" not in covered:
-                if not continued:
-                    parts.append(self._replacement)
-            else:
-                # Across joins: one replacement per line piece, the joins kept.
-                for index, piece in enumerate(_JOINS_IN_RANGE.split(covered)):
-                    if index % 2:
-                        parts.append(piece)
-                    elif piece and not (index == 0 and continued):
-                        parts.append(self._replacement)
-            if end >= cut:
-                reach = end - cut
-                position = cut
-                break
-            position = end
-        parts.append(text[position:cut])
-        return "".join(parts), reach
+def _key_blocks(
+    text: str, spans: list[_Interval], headers: list[_Interval], block_lines: int | None
+) -> tuple[int, int] | None:
+    """Add to ``spans`` the private key blocks of ``text``: the one it continues (``block_lines``
+    not ``None``) and one for each header outside a block. Returns the open block (see
+    ``SecretMasker._intervals``)."""
+    position = 0
+    if block_lines is not None:
+        end, closed = _key_block_end(text, 0, block_lines)
+        spans.append((0, end, _PRIVATE_KEY))
+        if not closed:
+            return (0, block_lines)
+        position = end
+    for start, header_end, _kind in headers:
+        if start < position:
+            continue  # a header inside a block: part of it
+        end, closed = _key_block_end(text, header_end, 0)
+        spans.append((start, end, _PRIVATE_KEY))
+        if not closed:
+            return (start, 0)
+        position = end
+    return None
+
+
+def _key_block_end(text: str, position: int, lines: int) -> tuple[int, bool]:
+    """Where a key block that reaches ``position`` ends in ``text``: after its END marker,
+    or at its ``KEY_BLOCK_MAX_LINES``-th line break (``lines`` came before ``text``); and
+    whether it ends in ``text`` at all (else it runs to the end of ``text``)."""
+    limit, capped = len(text), False
+    remaining = _credentials.KEY_BLOCK_MAX_LINES - lines
+    if remaining <= 0:
+        return position, True
+    index = position
+    for _ in range(remaining):
+        index = text.find("\n", index)
+        if index < 0:
+            break
+        index += 1
+    else:
+        limit, capped = index - 1, True
+    # An END marker is never cut by a write: an incomplete one starts within the hold-back.
+    found = _credentials.KEY_END.search(text, position, limit)
+    if found is not None:
+        return found.end(), True
+    return (limit, True) if capped else (len(text), False)
 
 
 class MaskingStream:
@@ -536,11 +680,18 @@ class MaskingStream:
         self._hold_back = masker._hold_back
         self._pending: list[str] = []  # not yet emitted; never starts inside a join
         self._pending_length = 0
-        # How far into the pending text a replacement already emitted reaches, or None.
-        self._carried: int | None = None
+        # ``(reach, kind)`` of a replacement already emitted that reaches into the pending
+        # text, or None.
+        self._carried: tuple[int, str] | None = None
         # How many base64 characters (at most WRAP_MIN_WIDTH) end the emitted part of the
         # line that the pending text continues: it decides whether that line ends in a join.
         self._head_run = 0
+        # The last character emitted (a detector must not start within a longer run).
+        self._before = ""
+        # Line breaks emitted of an open private key block, or None.
+        self._block_lines: int | None = None
+        # The carried replacement's current line piece has had its replacement emitted.
+        self._marked = False
 
     def feed(self, data: str) -> str:
         """Add a chunk of output; return the masked text that is safe to emit now."""
@@ -586,9 +737,26 @@ class MaskingStream:
         masked = ""
         if text and not self._masker.empty:
             masked = self._emit(text, len(text), _joined(text, self._head_run))
-        self._carried = None
-        self._head_run = 0
+        self._reset()
         return masked
+
+    def line(self, text: str) -> str:
+        """Mask one complete line (without its line break) of a text that arrives line by
+        line, as the server stores it: nothing is held back, but a private key block that
+        starts on a line goes on masking the next lines. Not to be mixed with ``feed``."""
+        if self._masker.empty:
+            return text
+        whole = text + "\n"
+        masked = self._emit(whole, len(whole), None)
+        # An open block goes on at the start of the next line (like a stream cut there).
+        self._carried = None if self._block_lines is None else (0, _PRIVATE_KEY)
+        self._head_run, self._before, self._marked = 0, "\n", False
+        return masked[:-1]
+
+    def _reset(self) -> None:
+        self._pending, self._pending_length = [], 0
+        self._carried, self._head_run, self._before, self._block_lines = None, 0, "", None
+        self._marked = False
 
     def _final_line_end(self, text: str, floor: int) -> int:
         """The position after the last line break at ``floor`` or later in ``text`` that is
@@ -641,9 +809,63 @@ class MaskingStream:
         return min(run + self._head_run, WRAP_MIN_WIDTH) if run == end else run
 
     def _emit(self, text: str, cut: int, joined: _Joined | None) -> str:
-        masked, self._carried = self._masker._render(text, cut, self._carried, joined)
+        """Mask ``text[:cut]``, emit it, keep the rest pending.
+
+        ``cut`` is never just after a join inside an interval (the callers cut after a
+        character of ``joined.text`` or after a line break that is not a join), so a
+        replacement that reaches past ``cut`` continues the line piece just before it, or
+        (in a key block) may start the next line: ``_marked`` says which.
+        """
+        masker = self._masker
+        carried = self._carried
+        intervals, open_block = masker._intervals(
+            text, joined, carried, self._before, self._block_lines
+        )
+        parts: list[str] = []
+        position = 0
+        reach: tuple[int, str] | None = None
+        for start, end, kind in intervals:
+            if start >= cut:
+                break
+            parts.append(text[position:start])
+            replacement = masker._markers[kind]
+            covered = text[start : min(end, cut)]
+            # Across joins or the lines of a key block: one replacement per line piece, the
+            # line breaks and the indentation after them kept.
+            broken = "\n" in covered or "\r" in covered
+            pieces = _JOINS_IN_RANGE.split(covered) if broken else [covered]
+            marked = False  # the current piece has its replacement
+            for index, piece in enumerate(pieces):
+                if index % 2:
+                    parts.append(piece)
+                    marked = False
+                    continue
+                body = piece
+                if index == 0 and carried is not None and start == 0:
+                    # This continues the carried replacement, whose current piece may have
+                    # had its replacement already, or only (part of) its indentation.
+                    marked = self._marked
+                    if not marked:
+                        body = piece.lstrip(" \t")
+                        parts.append(piece[: len(piece) - len(body)])
+                if body and not marked:
+                    parts.append(replacement)
+                    marked = True
+            if end >= cut:
+                reach = (end - cut, kind)
+                self._marked = marked
+                position = cut
+                break
+            position = end
+        parts.append(text[position:cut])
+        self._carried = reach
+        self._block_lines = None
+        if open_block is not None and open_block[0] < cut:
+            start, lines = open_block
+            self._block_lines = lines + text.count("\n", start, cut)
         self._head_run = self._run(text, cut)
+        self._before = text[cut - 1]
         rest = text[cut:]
         self._pending = [rest] if rest else []
         self._pending_length = len(rest)
-        return masked
+        return "".join(parts)
