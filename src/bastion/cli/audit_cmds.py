@@ -122,6 +122,14 @@ def _context(repo: str, build: int | None, stage: int | None, step: str, runner:
     return " ".join(parts) or "-"
 
 
+def _key_label(key: str, current: str) -> str | Text:
+    if key == current:
+        return Text("current", style="green")
+    if key == "v1":
+        return "first format (no key id)"
+    return "not current"
+
+
 def _show(value: object) -> str:
     if isinstance(value, list):
         return "[" + ", ".join(str(v) for v in value) + "]"
@@ -170,19 +178,23 @@ def rekey_command(
     else:
         rows = [
             (
-                column,
+                column if first else "",
                 key,
-                Text("current", style="green") if key == report.current_key_id else "old",
+                _key_label(key, report.current_key_id),
                 str(count),
-                "-" if report.dry_run else str(report.rekeyed.get(column, 0)),
+                "" if report.dry_run or not first else str(report.rekeyed.get(column, 0)),
             )
             for column, per_key in sorted(report.keys.items())
-            for key, count in sorted(per_key.items())
+            for first, (key, count) in zip(
+                [True] + [False] * (len(per_key) - 1), sorted(per_key.items()), strict=True
+            )
         ]
         title = f"current key id {report.current_key_id}"
         columns = ("column", "key id", "key", "rows before", "re-encrypted")
         stdout().print(table(title, columns, rows))
-        if report.dry_run:
+        if not rows:
+            stdout().print("no encrypted values are stored")
+        elif report.dry_run:
             stdout().print(f"{report.remaining} values are not under the current key")
         else:
             stdout().print(f"{report.total_rekeyed} values re-encrypted")
