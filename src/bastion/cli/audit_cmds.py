@@ -178,16 +178,14 @@ def rekey_command(
     else:
         rows = [
             (
-                column if first else "",
+                column if index == 0 else "",
                 key,
                 _key_label(key, report.current_key_id),
                 str(count),
-                "" if report.dry_run or not first else str(report.rekeyed.get(column, 0)),
+                "" if report.dry_run or index else str(report.rekeyed.get(column, 0)),
             )
             for column, per_key in sorted(report.keys.items())
-            for first, (key, count) in zip(
-                [True] + [False] * (len(per_key) - 1), sorted(per_key.items()), strict=True
-            )
+            for index, (key, count) in enumerate(sorted(per_key.items()))
         ]
         title = f"current key id {report.current_key_id}"
         columns = ("column", "key id", "key", "rows before", "re-encrypted")

@@ -21,8 +21,8 @@ SERVER = "http://127.0.0.1:9"
 REKEY = {
     "current_key_id": "aaaaaaaa",
     "dry_run": False,
-    "keys": {"repo_secrets.value": {"aaaaaaaa": 1, "bbbbbbbb": 3, "v1": 2}},
-    "rekeyed": {"repo_secrets.value": 4},
+    "keys": {"repo_secrets.value": {"aaaaaaaa": 1, "bbbbbbbb": 3, "v1": 2}, "repos.x": {}},
+    "rekeyed": {"repo_secrets.value": 4, "repos.x": 0},
     "failed": {"repo_secrets.value": [17]},
     "batches": 1,
     "total_rekeyed": 4,
