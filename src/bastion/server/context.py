@@ -22,7 +22,12 @@ from bastion.server.services.audit import AuditLog
 from bastion.server.services.builds import BuildService
 from bastion.server.services.events import BuildEvent, EventBroker
 from bastion.server.services.guard import AuthGuard
-from bastion.server.services.logs import DatabaseLogBackend, FileLogBackend, LogService
+from bastion.server.services.logs import (
+    DatabaseLogBackend,
+    FileLogBackend,
+    LogService,
+    credential_auditor,
+)
 from bastion.server.services.rekey import KeyRotation
 from bastion.server.services.scheduler import Scheduler
 from bastion.server.services.secret_providers import provider_from_settings
@@ -112,6 +117,7 @@ def build_context(
         limit_bytes=settings.log_limit_bytes,
         wakeups=log_wakeups,
         masker_for=secrets.masker,
+        on_credential=credential_auditor(store, audit),
     )
     scheduler = Scheduler(settings, store, builds, scheduler_wakeups, clock=clock)
     trigger = TriggerService(settings, forges, builds, hardening)

@@ -4,7 +4,17 @@ Runners mask their output before sending it; the server masks every line again, 
 :class:`~bastion.engine.masking.SecretMasker` of the secrets it handed to that stage (clone
 password, secrets), before anything is written. A runner that failed to mask (a bug, or a
 compromised runner sending someone else's secret is not in scope: it only has its own) still
-does not get a secret into storage.
+does not get a secret into storage. The masker's credential detector runs here too, line by
+line (a private key block that starts on a line masks the following lines until its END):
+each step keeps a :class:`~bastion.engine.masking.MaskingStream` fed its lines in order.
+
+Detected credentials are audited: a line holding a detection marker, put there by the
+runner's masker (the server never sees the credential) or by the server's own, raises one
+``credential.detected`` event per step and kind (``detail={"kind": ...}``, never a value),
+through the ``on_credential`` callback (:func:`credential_auditor` in production). "Once" is
+per server process and step state kept in memory (the last ``_CACHE_STEPS`` steps): a
+restart, or a step evicted from the cache, may record a kind again. A step that prints a
+marker itself costs an event per kind, no more.
 
 Storage backends (``BASTION_LOG_STORE``):
 
@@ -35,8 +45,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from bastion.engine.masking import SecretMasker
+from bastion.engine.masking import MaskingStream, SecretMasker, credential_kinds_in
 from bastion.rpc.messages import LogLine
+from bastion.server.services.audit import AuditLog
 from bastion.server.services.signals import Wakeups
 from bastion.store.repository import Store
 from bastion.store.types import Stage, Step
@@ -51,6 +62,30 @@ def truncation_marker(limit: int) -> str:
 
 
 StoredLine = tuple[int, float, str]  # (n, t, text)
+
+# Called once per step and detected credential kind: (stage, step, kind).
+CredentialCallback = Callable[[Stage, Step, str], None]
+
+CREDENTIAL_EVENT = "credential.detected"
+
+
+def credential_auditor(store: Store, audit: AuditLog) -> CredentialCallback:
+    """The production ``on_credential``: an audit event naming where, never what."""
+
+    def record(stage: Stage, step: Step, kind: str) -> None:
+        repo = store.get_repo_by_id(stage.repo_id)
+        build = store.get_build_by_id(stage.build_id)
+        audit.record(
+            CREDENTIAL_EVENT,
+            repo=repo.slug if repo is not None else "",
+            build=build.number if build is not None else None,
+            stage=stage.number,
+            step=step.name,
+            runner=stage.machine,
+            detail={"kind": kind},
+        )
+
+    return record
 
 
 class LogBackend(Protocol):
@@ -140,6 +175,9 @@ class _StepState:
     size: int = 0
     truncated: bool = False
     lock: threading.Lock = field(default_factory=threading.Lock)
+    # Masks the step's lines in order (a key block goes on over lines); made on first use.
+    masking: MaskingStream | None = None
+    detected: set[str] = field(default_factory=set)  # credential kinds already audited
 
 
 _CACHE_STEPS = 1024
@@ -155,11 +193,13 @@ class LogService:
         limit_bytes: int,
         wakeups: Wakeups,
         masker_for: Callable[[Stage], SecretMasker],
+        on_credential: CredentialCallback | None = None,
     ) -> None:
         self.backend = backend
         self.limit = limit_bytes
         self.wakeups = wakeups
         self._masker_for = masker_for
+        self._on_credential = on_credential
         self._states: OrderedDict[int, _StepState] = OrderedDict()
         self._states_lock = threading.Lock()
 
@@ -187,12 +227,18 @@ class LogService:
         masker = self._masker_for(stage)
         state = self._state(stage, step)
         new: list[StoredLine] = []
+        kinds: set[str] = set()
         with state.lock:
+            if state.masking is None:
+                state.masking = masker.stream()
             numbers, size, truncated = set(), state.size, state.truncated
             for line in sorted(lines, key=lambda item: item.n):
                 if line.n in state.numbers or line.n in numbers or truncated:
                     continue
-                text = masker.mask(line.text)
+                text = state.masking.line(line.text)
+                # The runner's markers (also one a declared secret masked part of), and
+                # what the server's own masker detected.
+                kinds |= credential_kinds_in(line.text) | credential_kinds_in(text)
                 line_size = len(text.encode("utf-8"))
                 if size + line_size > self.limit:
                     text = truncation_marker(self.limit)
@@ -212,8 +258,13 @@ class LogService:
             self.backend.write(stage, step, new)
             state.numbers |= numbers
             state.size, state.truncated = size, truncated
+            kinds -= state.detected
+            state.detected |= kinds
         if new:
             self.wakeups.notify(stage.id)
+        if self._on_credential is not None:
+            for kind in sorted(kinds):
+                self._on_credential(stage, step, kind)
         return len(new)
 
     def read(self, stage: Stage, step: Step, after: int = -1) -> list[StoredLine]:
