@@ -1,11 +1,12 @@
 """Config parsing: ``bastion.spec.parse`` with libyaml against pure-Python PyYAML.
 
 Every stage parses its repository's whole ``.drone.yml``, on the server (secret names) and
-on the runner (compile), so this is CPU spent per stage. The script parses three files
+on the runner (compile), so this is CPU spent per stage. The script parses each file
 ``--rounds`` times with each YAML path of ``bastion.spec.loader`` (the C path, libyaml, and
-the pure-Python path that ``BASTION_YAML_PURE=1`` forces) and prints the median time per
-``parse()`` and the ratio C / pure, measured in the same run. The two paths run interleaved,
-one call each in turn, so that noise from a shared machine hits both.
+the pure-Python path that ``BASTION_YAML_PURE=1`` forces) and prints the median CPU time
+per ``parse()`` (``time.thread_time``: on a shared machine wall time grows with the load)
+and the ratio C / pure, measured in the same run. The two paths run interleaved, one call
+each in turn, so that the state of the machine hits both.
 
 The files (``drone_yml``; the positions test of ``tests/unit/spec`` parses them too):
 
@@ -14,11 +15,14 @@ The files (``drone_yml``; the positions test of ``tests/unit/spec`` parses them 
   conditions, ``depends_on`` between steps and pipelines, and the first step's
   settings merged into the next two (``<<: *install``);
 * **1 pipeline**: the first of those;
+* **10 pipelines with a !**: the same with one ``if ! [ ... ]`` in a command: a ``!`` or a
+  ``?`` anywhere makes the C path also scan the tokens (see ``bastion.spec.loader._load``);
 * **scheduler**: the file of ``bench/scheduler_throughput.py`` (10 tiny one-step pipelines).
 
-Then, for the C path, where the time of ``parse()`` goes: YAML (scan for the depth check and
-compose, in libyaml), conversion of the nodes to values with positions (``_Converter``),
-and the rest of ``parse()`` (pydantic validation and the checks of ``bastion.spec.parse``).
+Then, for the C path, where the time of ``parse()`` goes: YAML (libyaml's compose, and its
+token scan when the loader needs one), the conversion of the nodes to values with positions
+and the limits (``_Converter``), pydantic's ``model_validate`` of each document, and the rest
+of ``parse()`` (the unknown-field walk and the checks of ``bastion.spec.parse``).
 Every parse is also checked to give the same result on both paths, with no diagnostic.
 
 Run::
@@ -39,7 +43,7 @@ from collections.abc import Callable
 import yaml
 
 from bastion.spec import loader
-from bastion.spec.parse import parse
+from bastion.spec.parse import _MODELS, parse
 
 _PURE = "BASTION_YAML_PURE"
 
@@ -139,13 +143,18 @@ def _median_ms(samples: list[float]) -> float:
 
 
 def _timed(fn: Callable[[], object]) -> float:
-    start = time.perf_counter()
+    """CPU seconds of this thread spent in ``fn()``.
+
+    CPU time, not wall time: on a shared machine a longer call is preempted more often, so
+    wall time grows faster than the work (and the C/pure ratio would depend on the load).
+    """
+    start = time.thread_time()
     fn()
-    return time.perf_counter() - start
+    return time.thread_time() - start
 
 
 def _compare(text: str, rounds: int) -> tuple[float, float]:
-    """Median ms per ``parse(text)`` on the C path and on the pure path, interleaved."""
+    """Median CPU ms per ``parse(text)`` on the C path and on the pure path, interleaved."""
     samples: dict[bool, list[float]] = {True: [], False: []}
     for i in range(rounds + 3):
         for pure in (False, True) if i % 2 else (True, False):
@@ -158,30 +167,37 @@ def _compare(text: str, rounds: int) -> tuple[float, float]:
 
 
 def _breakdown(text: str, rounds: int) -> dict[str, float]:
-    """Median ms of each part of ``parse(text)`` on the C path."""
+    """Median CPU ms of each part of ``parse(text)`` on the C path."""
+    docs, _ = loader.load_documents(text)
+    models = [(_MODELS[d.value["kind"]], d.value) for d in docs]
 
-    def yaml_only() -> None:
-        for _ in yaml.scan(text, Loader=yaml.CSafeLoader):
-            pass
-        list(yaml.compose_all(text, Loader=yaml.CSafeLoader))
+    def validate() -> None:
+        for model, value in models:
+            model.model_validate(value)
 
-    parts: dict[str, list[float]] = {"yaml": [], "load": [], "parse": []}
     calls: dict[str, Callable[[], object]] = {
-        "yaml": yaml_only,
+        "compose": lambda: list(yaml.compose_all(text, Loader=yaml.CSafeLoader)),
+        "scan": lambda: list(yaml.scan(text, Loader=yaml.CSafeLoader)),
         "load": lambda: loader.load_documents(text),
+        "validate": validate,
         "parse": lambda: parse(text),
     }
+    parts: dict[str, list[float]] = {name: [] for name in calls}
     for i in range(rounds + 3):
         for name, fn in calls.items():
             spent = _timed(fn)
             if i >= 3:
                 parts[name].append(spent)
-    yaml_ms, load_ms, parse_ms = (_median_ms(parts[n]) for n in ("yaml", "load", "parse"))
+    ms = {name: _median_ms(samples) for name, samples in parts.items()}
+    scanned = "!" in text or "?" in text  # as bastion.spec.loader._load decides
+    yaml_ms = ms["compose"] + (ms["scan"] if scanned else 0.0)
     return {
-        "yaml (libyaml scan + compose)": yaml_ms,
-        "conversion to values + positions": load_ms - yaml_ms,
-        "validation and checks (pydantic, graphs)": parse_ms - load_ms,
-        "parse() total": parse_ms,
+        "YAML: libyaml compose" + (" + token scan" if scanned else ""): yaml_ms,
+        "conversion to values + positions, limits": ms["load"] - yaml_ms,
+        "pydantic model_validate": ms["validate"],
+        "the rest of parse() (unknown fields, graphs)": ms["parse"] - ms["load"] - ms["validate"],
+        "parse() total": ms["parse"],
+        "(token scan, when the text has a ! or a ?)": ms["scan"],
     }
 
 
@@ -209,6 +225,7 @@ def main() -> None:
     files = {
         "10 pipelines": drone_yml(10),
         "1 pipeline": drone_yml(1),
+        "10 pipelines with a !": drone_yml(10).replace("if [", "if ! [", 1),
         "scheduler (10 tiny)": scheduler_yml(10),
     }
     print(
@@ -216,6 +233,7 @@ def main() -> None:
         f"PyYAML {yaml.__version__} (libyaml {yaml._yaml.get_version_string()}), "
         f"load average {os.getloadavg()[0]:.1f}"
     )
+    print("median CPU time per parse():")
     print(f"{'file':22} {'bytes':>6} {'pure ms':>8} {'C ms':>7} {'C/pure':>7} {'speed-up':>8}")
     for name, text in files.items():
         _check_same(name, text)
@@ -225,11 +243,11 @@ def main() -> None:
             f"{pure / fast:7.1f}x"
         )
     for name in ("10 pipelines", "1 pipeline"):
-        print(f"\nwhere parse() spends its time on the C path, {name}:")
+        print(f"\nwhere parse() spends its CPU time on the C path, {name}:")
         parts = _breakdown(files[name], args.rounds)
         total = parts["parse() total"]
         for part, ms in parts.items():
-            print(f"  {part:42} {ms:6.2f} ms {100 * ms / total:5.0f} %")
+            print(f"  {part:46} {ms:6.2f} ms {100 * ms / total:5.0f} %")
     print(f"\nload average at the end {os.getloadavg()[0]:.1f}")
 
 

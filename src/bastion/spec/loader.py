@@ -167,10 +167,11 @@ def _load(text: str, filename: str, *, fast: bool) -> tuple[list[LoadedDocument]
 
     The pure-Python path checks the depth on the token stream before composing, since
     PyYAML's composer recurses. libyaml composes first (it stops at 1000 levels by itself):
-    a document whose nodes nest at most ``MAX_DEPTH`` levels cannot have more nested tokens
-    (every ``[``, ``{`` and block collection token opens a node), so the token scan, a third
-    of libyaml's time, runs only for a deeper document or when the text has a ``!`` or a
-    ``?``, the characters of the constructs ``_refuse_known_differences`` looks for on it.
+    a document whose node graph is less than ``MAX_DEPTH`` levels high cannot hold more than
+    ``MAX_DEPTH`` nested tokens (every ``[``, ``{`` and block collection token opens a node),
+    so the token scan, a third of libyaml's time, runs only for a higher document or when
+    the text has a ``!`` or a ``?``, the characters of the constructs that
+    ``_refuse_known_differences`` looks for on the tokens.
     On the fast path, those constructs raise ``_LibyamlDiffersError``, and so does an empty
     document when the text does not end with a line break: libyaml places it on the line
     after the end, PyYAML where the text ends.
