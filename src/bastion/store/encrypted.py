@@ -31,7 +31,15 @@ from sqlalchemy.orm import Session
 from bastion.crypto import DecryptError
 from bastion.crypto.secretbox import blob_key_id
 from bastion.store.approval_store import signing_key_aad
-from bastion.store.models import Base, RepoRow, RepoSecretRow, SharedSecretRow
+from bastion.store.identity_store import _verifier_aad, forge_token_aad
+from bastion.store.models import (
+    Base,
+    ForgeAccountRow,
+    LoginStateRow,
+    RepoRow,
+    RepoSecretRow,
+    SharedSecretRow,
+)
 from bastion.store.secret_store import _filters_of, secret_aad
 from bastion.store.types import RekeyReport
 
@@ -193,3 +201,5 @@ register_encrypted_column(
     "value",
     lambda row: secret_aad(row.scope, row.namespace, row.name, _filters_of(row)),
 )
+register_encrypted_column(ForgeAccountRow, "access_token", lambda row: forge_token_aad(row.user_id))
+register_encrypted_column(LoginStateRow, "verifier", lambda row: _verifier_aad(row.hash))

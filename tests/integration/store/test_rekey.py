@@ -19,11 +19,12 @@ import pytest
 import sqlalchemy as sa
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from bastion.crypto import SecretBox
+from bastion.crypto import SecretBox, hash_token
 from bastion.crypto.secretbox import key_id
 from bastion.store import Store, StoreError
 from bastion.store.encrypted import FORMAT_1, encrypted_columns
 from bastion.store.engine import create_engine
+from bastion.store.identity_store import _verifier_aad
 from bastion.store.models import Base
 from bastion.store.types import SecretFilters
 
@@ -31,6 +32,8 @@ OLD = bytes.fromhex("5e2b7c91a4d3f60817e9c2b5a6d4f3e1c8b7a69584736251f0e9d8c7b6a
 NEW = bytes.fromhex("a1c3e5f7092b4d6f8193a5c7e9fb1d3f5072b4d6f8a1c3e5079b2d4f6a8c1e3b")
 LOST = bytes.fromhex("0f1e2d3c4b5a69788796a5b4c3d2e1f00112233445566778899aabbccddeeff1")
 OLD_ID, NEW_ID = key_id(OLD).hex(), key_id(NEW).hex()
+STATE = hash_token("oauth-state")
+ALL = 19  # values populate() writes under OLD
 
 
 def open_store(url: str, key: bytes, previous: tuple[bytes, ...] = ()) -> Store:
@@ -72,6 +75,12 @@ def populate(url: str, repos: int = 3) -> dict[str, object]:
                 "filtered": f"filtered-{i}",
             }
             expected[f"hook:{repo.id}"] = f"hook-{i}"
+        user = store.create_user("ada")
+        store.link_forge_account(user.id, "github", "42", "ada", "gho-forge-token-of-ada")
+        expected[f"forge:{user.id}"] = "gho-forge-token-of-ada"
+        store.put_login_state(
+            STATE, kind="oauth", expires=2_000_000_000, forge="github", verifier="pkce-verifier"
+        )
         store.set_shared_secret("org", "acme", "npm", "org-value", SecretFilters())
         store.set_shared_secret("global", "", "gpg", "global-value", SecretFilters(events=("tag",)))
         first = store.get_repo("acme", "r0")
@@ -94,12 +103,20 @@ def check_all(store: Store, expected: dict[str, object]) -> None:
         repo_id = int(ident)
         if kind == "signing":
             assert store.repo_signing_key(repo_id) == value
+        elif kind == "forge":
+            account = store.forge_account_of(repo_id)  # (a user id here)
+            assert account is not None
+            assert account.access_token == value
         elif kind == "repo":
             assert store.get_repo_secrets(repo_id) == value
         else:
             assert store.get_webhook_secret(repo_id) == value
     assert store.get_shared_secret("org", "acme", "npm") == "org-value"
     assert store.get_shared_secret("global", "", "gpg") == "global-value"
+    # Read past take_login_state, which would consume the login.
+    with store._tx() as session:
+        [blob] = session.execute(sa.text("SELECT verifier FROM login_states")).scalars()
+    assert store._box.decrypt(bytes(blob), _verifier_aad(STATE)) == b"pkce-verifier"
 
 
 def test_registry_covers_every_binary_column() -> None:
@@ -123,12 +140,14 @@ def test_census_rekey_and_old_key_no_longer_needed(db_url: str) -> None:
         assert census.keys["repos.webhook_secret"] == {OLD_ID: 3}
         assert census.keys["repos.signing_key"] == {OLD_ID: 3}
         assert census.keys["shared_secrets.value"] == {OLD_ID: 2}
+        assert census.keys["forge_accounts.access_token"] == {OLD_ID: 1}
+        assert census.keys["login_states.verifier"] == {OLD_ID: 1}
         assert census.total_rekeyed == 0
-        assert census.remaining == 17
+        assert census.remaining == ALL
         check_all(store, expected)  # both keys held: everything readable before the run
 
         report = store.rekey_encrypted(batch_size=4)
-        assert report.total_rekeyed == 17
+        assert report.total_rekeyed == ALL
         assert report.failed == {}
         again = store.rekey_encrypted()
         assert again.total_rekeyed == 0  # idempotent
@@ -154,10 +173,10 @@ def test_interrupted_between_batches_then_resumed(db_url: str) -> None:
             store.rekey_encrypted(batch_size=2, after_batch=stop_after_two)
         census = store.rekey_encrypted(dry_run=True)
         moved = sum(per.get(NEW_ID, 0) for per in census.keys.values())
-        assert 0 < moved < 17  # really interrupted half-way
+        assert 0 < moved < ALL  # really interrupted half-way
         check_all(store, expected)
         report = store.rekey_encrypted(batch_size=2)
-        assert report.total_rekeyed == 17 - moved
+        assert report.total_rekeyed == ALL - moved
     with open_store(db_url, NEW) as store:
         check_all(store, expected)
 
@@ -182,10 +201,11 @@ def test_failure_inside_a_batch_rolls_the_batch_back(
             store.rekey_encrypted(batch_size=4)
         monkeypatch.setattr(SecretBox, "rekey", real)
         census = store.rekey_encrypted(dry_run=True)
-        # The first batch (4 rows) committed; the second rolled back its row 5.
-        assert sum(per.get(NEW_ID, 0) for per in census.keys.values()) == 4
+        # The one-row batches of forge_accounts and login_states committed; the first batch
+        # of repo_secrets rolled back the three rows it had re-encrypted.
+        assert sum(per.get(NEW_ID, 0) for per in census.keys.values()) == 2
         check_all(store, expected)
-        assert store.rekey_encrypted().total_rekeyed == 13
+        assert store.rekey_encrypted().total_rekeyed == ALL - 2
     with open_store(db_url, NEW) as store:
         check_all(store, expected)
 
@@ -217,7 +237,7 @@ def test_bad_batch_size(store: Store) -> None:
 _KILLED_CHILD = """
 import sys, time
 from pathlib import Path
-from bastion.crypto import SecretBox
+from bastion.crypto import SecretBox, hash_token
 from bastion.store import Store
 url, marker, where = sys.argv[1], Path(sys.argv[2]), sys.argv[5]
 new, old = bytes.fromhex(sys.argv[3]), bytes.fromhex(sys.argv[4])
@@ -235,7 +255,7 @@ def between(column, batches):
 real, calls = SecretBox.rekey, [0]
 
 def inside(self, blob, aad):
-    # Batch 3 has re-encrypted and UPDATEd its first row, uncommitted, when this pauses.
+    # The fourth batch has UPDATEd two rows, uncommitted, when this pauses.
     calls[0] += 1
     if calls[0] == 8:
         pause()
@@ -282,9 +302,10 @@ def test_killed_mid_rekey(
     proc.wait(timeout=30)
     with open_store(db_url, NEW, (OLD,)) as store:
         census = store.rekey_encrypted(dry_run=True)
-        assert sum(per.get(NEW_ID, 0) for per in census.keys.values()) == 6
+        committed = {"between": 2, "inside": 5}[where]  # batches done before the pause
+        assert sum(per.get(NEW_ID, 0) for per in census.keys.values()) == committed
         check_all(store, expected)
-        assert store.rekey_encrypted().total_rekeyed == 11
+        assert store.rekey_encrypted().total_rekeyed == ALL - committed
     with open_store(db_url, NEW) as store:
         check_all(store, expected)
 
@@ -313,7 +334,7 @@ def test_a_concurrent_write_wins_over_the_rekey(
         monkeypatch.setattr(SecretBox, "rekey", rekey_with_a_writer)
         report = store.rekey_encrypted()
         monkeypatch.setattr(SecretBox, "rekey", real)
-        assert report.total_rekeyed == 16  # the changed row was left to its writer
+        assert report.total_rekeyed == ALL - 1  # the changed row was left to its writer
         assert report.failed == {}
     repo_values = expected[f"repo:{first.id}"]
     assert isinstance(repo_values, dict)
