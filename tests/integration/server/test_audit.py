@@ -22,6 +22,7 @@ from bastion.cli.app import app
 from bastion.client import BastionClient, ClientSettings
 from bastion.crypto.secretbox import key_id
 from bastion.server.app import purge_audit
+from bastion.store import StoreError
 from bastion.store.types import AuditQuery
 
 OLD = bytes.fromhex("5e2b7c91a4d3f60817e9c2b5a6d4f3e1c8b7a69584736251f0e9d8c7b6a59483")
@@ -127,7 +128,9 @@ def test_full_rotation_through_the_server(
         assert all(secret not in answer for answer in answers)
 
 
-def test_rekey_refused_without_audit_and_while_running(server: Harness) -> None:
+def test_rekey_refused_without_audit_and_while_running(
+    server: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
     api = server.admin
     server.ctx.rekey._running.acquire()  # another run in progress
     try:
@@ -136,6 +139,18 @@ def test_rekey_refused_without_audit_and_while_running(server: Harness) -> None:
         server.ctx.rekey._running.release()
     assert busy.status_code == 409
     assert "already running" in busy.json()["message"]
+
+    def database_gone(**_: Any) -> None:
+        raise StoreError("database error: connection lost")
+
+    monkeypatch.setattr(server.ctx.store, "rekey_encrypted", database_gone)
+    stopped = api.post("/api/admin/rekey", json={})
+    assert stopped.status_code == 503
+    assert "run it again" in stopped.json()["message"]
+    [event] = server.ctx.store.list_audit_events(AuditQuery(kind="secret.rekey.interrupted"))
+    assert event.detail["error"] == "StoreError"
+    assert event.actor == "admin"
+    monkeypatch.undo()
 
     with server.ctx.store._tx(write=True) as session:  # the audit log cannot be written
         session.execute(text("DROP TABLE audit_events"))

@@ -5,7 +5,8 @@ Only the running server holds the keys, so the rotation is asked of it rather th
 CLI against the database. The run is synchronous (a CI server holds thousands of encrypted
 values, not millions: seconds of work) and audited (``bastion.server.services.rekey``). The
 answer holds counts and key ids, never a value. 409 while another run is in progress, 503 when
-the audit log cannot be written (then nothing was re-encrypted).
+the audit log cannot be written (then nothing was re-encrypted) or the database fails during
+the run (the batches committed stay done; running again finishes).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from bastion.server.auth import AdminDep, CtxDep
 from bastion.server.errors import Conflict, Unavailable
 from bastion.server.services.audit import AuditUnavailableError
 from bastion.server.services.rekey import RekeyBusyError
+from bastion.store.errors import StoreError
 from bastion.store.types import RekeyReport
 
 log = logging.getLogger("bastion.server")
@@ -37,6 +39,11 @@ def rekey(admin: AdminDep, ctx: CtxDep, body: RekeyRequest | None = None) -> Rek
         raise Conflict(str(exc)) from None
     except AuditUnavailableError as exc:
         raise Unavailable(f"{exc}; nothing was re-encrypted") from None
+    except StoreError as exc:
+        # Batches already committed stay done; every value is readable with a configured key.
+        raise Unavailable(
+            f"the rekey stopped: {exc}; nothing is lost, run it again to finish"
+        ) from None
     if not report.dry_run:
         log.info(
             "rekey by %s: %d re-encrypted, %d undecryptable, key id %s",
