@@ -362,3 +362,46 @@ class RekeyOut(Response):
     total_rekeyed: int = 0
     total_failed: int = 0
     remaining: int = 0
+
+
+CRON_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
+
+
+class CronCreate(Request):
+    """``POST /api/repos/{owner}/{name}/cron`` (write access): a new cron job, as Drone.
+    ``expr``: six fields with seconds first (Drone's), five (minute first) or ``@hourly``,
+    ``@daily``...; ``branch``: default the repository's default branch."""
+
+    name: str = Field(pattern=CRON_NAME_PATTERN)
+    expr: str = Field(min_length=1, max_length=255)
+    branch: str = Field(default="", max_length=255)
+    disabled: bool = False
+
+
+class CronPatch(Request):
+    """``PATCH .../cron/{cron}``: what is given changes (a new ``expr``, or enabling the job
+    again, schedules it from now)."""
+
+    expr: str | None = Field(default=None, min_length=1, max_length=255)
+    branch: str | None = Field(default=None, min_length=1, max_length=255)
+    disabled: bool | None = None
+
+
+class CronOut(Response):
+    """A cron job as Drone shows it (``next`` / ``prev``: Unix seconds, 0 = never), plus
+    ``error``: why its last run made no build ("" after a good one)."""
+
+    id: int
+    repo_id: int
+    name: str
+    expr: str
+    next: int = 0
+    prev: int = 0
+    branch: str
+    disabled: bool = False
+    error: str = ""
+    created: int = 0
+    updated: int = 0
+
+
+# -- identity (login links, repository permissions) ----------------------------------------------

@@ -135,6 +135,10 @@ def _lifespan(
                     _every(_PURGE_INTERVAL, lambda: purge_audit(ctx), "audit retention purge")
                 )
             )
+            if not settings.cron_disabled:
+                tasks.append(
+                    asyncio.create_task(_every(settings.cron_interval, ctx.cron.run_due, "cron"))
+                )
             log.info("Bastion %s serving; data in %s", __version__, settings.data_dir)
             yield
         finally:
@@ -146,6 +150,7 @@ def _lifespan(
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             app.state.ctx = None
+            await anyio.to_thread.run_sync(ctx.statuses.close)
             ctx.forges.close()
             store.close()
 

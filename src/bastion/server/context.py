@@ -20,6 +20,8 @@ from bastion.server.errors import Unavailable
 from bastion.server.forges import FileSource, ForgeAccess
 from bastion.server.services.audit import AuditLog
 from bastion.server.services.builds import BuildService
+from bastion.server.services.commit_status import CommitStatusReporter, ForgeCommits
+from bastion.server.services.cron import CronService
 from bastion.server.services.events import BuildEvent, EventBroker
 from bastion.server.services.guard import AuthGuard
 from bastion.server.services.logs import (
@@ -59,6 +61,9 @@ class ServerContext:
     audit: AuditLog
     # `bastion secret rekey`: one run at a time, audited.
     rekey: KeyRotation
+    # Cron jobs (their loop runs in app.py) and the commit statuses reported to forges.
+    cron: CronService
+    statuses: CommitStatusReporter
     # Rate limits and lockout of failed logins and bad tokens (services/guard.py).
     guard: AuthGuard
     # Set when the server shuts down: live streams end (created on the serving loop).
@@ -107,6 +112,9 @@ def build_context(
         build_event=build_event,
         clock=clock,
     )
+    commits = ForgeCommits(settings)
+    statuses = CommitStatusReporter(settings, store, commits)
+    builds.on_change.append(statuses.changed)
     backend = (
         DatabaseLogBackend(store)
         if settings.log_store == "database"
@@ -137,6 +145,8 @@ def build_context(
         clock=clock,
         audit=audit,
         rekey=KeyRotation(store, audit),
+        cron=CronService(store, forges, commits, trigger, audit, clock=clock),
+        statuses=statuses,
         guard=AuthGuard(store, audit, clock),
     )
 

@@ -149,6 +149,12 @@ class ServerSettings(BaseSettings):
     cron_disabled: bool = Field(
         default=False, validation_alias=_alias("BASTION_CRON_DISABLED", "DRONE_CRON_DISABLED")
     )
+    # How often the cron loop looks for due jobs (server/services/cron.py), in seconds.
+    cron_interval: float = Field(default=30.0, gt=0, le=3600)
+    # Commit statuses are reported as "<status_context>/<event>" (Drone's names: push, pr, ...).
+    status_context: str = Field(
+        default="continuous-integration/bastion", min_length=1, max_length=200
+    )
     drone_user_create: str = Field(
         default="", validation_alias=_alias("DRONE_USER_CREATE", "drone_user_create")
     )

@@ -249,6 +249,8 @@ def build_environ(
         "CI_COMMIT_AUTHOR_EMAIL": commit.author_email,
         "CI_COMMIT_AUTHOR_AVATAR": commit.author_avatar,
     }
+    if build.cron:
+        env["DRONE_CRON"] = build.cron  # the cron job's name, as Drone sets it for cron builds
     if build.event == "pull_request":
         # Drone takes the number from the ref (refs/pull/42/head); the context may know it.
         found = _PR_NUMBER.search(commit.ref)

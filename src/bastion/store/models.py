@@ -457,3 +457,23 @@ class AuthLockoutRow(Base):
     until: Mapped[int] = mapped_column(BigInteger)
     count: Mapped[int] = mapped_column(default=1)
 
+
+class CronRow(Base):
+    """A repository's cron job (migration 0009). ``next`` is the one time it fires next; the
+    loop claims a due job with a compare-and-set on it, so two servers never both fire it."""
+
+    __tablename__ = "crons"
+    __table_args__ = (UniqueConstraint("repo_id", "name"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    repo_id: Mapped[int] = mapped_column(ForeignKey("repos.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(NAME))
+    expr: Mapped[str] = mapped_column(String(NAME))
+    branch: Mapped[str] = mapped_column(String(NAME))
+    disabled: Mapped[bool] = mapped_column(default=False)
+    next: Mapped[int] = mapped_column(BigInteger, default=0, index=True)
+    prev: Mapped[int] = mapped_column(BigInteger, default=0)
+    # Why the last run made no build (no such branch, forge down); "" after a good run.
+    error: Mapped[str] = mapped_column(default="")
+    created: Mapped[int] = _time()
+    updated: Mapped[int] = _time()

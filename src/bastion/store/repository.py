@@ -46,6 +46,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from bastion.crypto import DecryptError, SecretBox, tokens_equal
 from bastion.store import _convert, migrate
 from bastion.store.audit_store import AuditStore
+from bastion.store.cron_store import CronStore
 from bastion.store.encrypted import RekeyStore
 from bastion.store.engine import WRITE_OPTION, create_engine, is_memory_sqlite, normalize_url
 from bastion.store.errors import Conflict, NotFound, StoreError
@@ -115,7 +116,7 @@ _Row = TypeVar("_Row", bound=Base)
 _MIGRATING = threading.Lock()
 
 
-class Store(AuditStore, RekeyStore, SecretStore, IdentityStore, LockoutStore):
+class Store(AuditStore, RekeyStore, SecretStore, IdentityStore, LockoutStore, CronStore):
     """Bastion's persistent state in SQLite or PostgreSQL (see the module docstring)."""
 
     def __init__(

@@ -12,6 +12,7 @@ from bastion.server.api import (
     admin,
     audit,
     builds,
+    cron,
     org_secrets,
     repos,
     runners,
@@ -24,7 +25,7 @@ from bastion.server.api import (
 
 def api_router() -> APIRouter:
     router = APIRouter()
-    for module in (system, users, repos, secrets, org_secrets, builds, runners, stream):
+    for module in (system, users, repos, secrets, org_secrets, builds, cron, runners, stream):
         router.include_router(module.router)
     for module in (audit, admin):  # system administrators only
         router.include_router(module.router)

@@ -73,6 +73,9 @@ class BuildService:
         self._build_event = build_event
         self._clock = clock
         self._lock = threading.RLock()
+        # Called with a build's id whenever it may have changed (commit statuses); each must
+        # return at once (hand the id to a queue), never raise and never wait on the network.
+        self.on_change: list[Callable[[int], None]] = []
 
     def _now(self) -> int:
         return int(self._clock())
@@ -291,6 +294,8 @@ class BuildService:
     # -- events --------------------------------------------------------------------------------
 
     def _publish_build_id(self, build_id: int, *, build: Build | None = None) -> None:
+        for changed in self.on_change:
+            changed(build_id)
         if not self._events.active:
             return
         build = build or self._store.get_build_by_id(build_id)
@@ -301,6 +306,8 @@ class BuildService:
             self._publish(repo, build)
 
     def _publish(self, repo: Repo, build: Build) -> None:
+        for changed in self.on_change:
+            changed(build.id)
         if self._events.active:
             self._events.publish(self._build_event(repo, build))
 
