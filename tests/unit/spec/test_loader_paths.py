@@ -105,6 +105,12 @@ def _raw_c(text: str) -> tuple[list[tuple[Any, ...]], list[Diagnostic]] | None:
     return [(d.index, d.value, d.start, d.positions) for d in docs], problems
 
 
+@pytest.fixture(autouse=True)
+def _c_path_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test picks its path; a BASTION_YAML_PURE=1 of the whole run must not decide."""
+    monkeypatch.delenv("BASTION_YAML_PURE", raising=False)
+
+
 @pytest.fixture
 def calls(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
     """Records, for each YAML load, whether it ran on the C path (True) or not."""
