@@ -156,6 +156,47 @@ class RunnerCreated(RunnerOut):
 class TokenCreated(Response):
     login: str
     token: str  # shown once
+    # The token's name, scopes and expiry (0: never) - Bastion's additions to Drone's shape.
+    name: str = ""
+    scopes: list[str] = Field(default_factory=list)
+    expires: int = 0
+
+
+class TokenOut(Response):
+    """An API token as listed: never its secret (only a hash of it is stored)."""
+
+    name: str
+    scopes: list[str]
+    created: int
+    expires: int = 0  # 0: never
+    last_used: int = 0  # 0: never used
+    expired: bool = False
+
+
+TOKEN_NAME_PATTERN = "^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"  # noqa: S105 - a pattern
+
+
+class TokenCreate(Request):
+    """``POST /api/user/tokens``: a new named token. ``scopes``: read, write and/or admin
+    (default read), never more than the token that asks for it has; ``expires_in_days``: the
+    server's default when absent, at most its maximum; ``never``: no expiry, only when the
+    server allows it (BASTION_TOKEN_ALLOW_NEVER)."""
+
+    name: str = Field(pattern=TOKEN_NAME_PATTERN)
+    scopes: list[str] = Field(default_factory=lambda: ["read"], min_length=1, max_length=3)
+    expires_in_days: int | None = Field(default=None, ge=1, le=36500)
+    never: bool = False
+
+
+class TokensRevoked(Response):
+    revoked: int
+
+
+class RevokeAllTokens(Request):
+    """``POST /api/admin/tokens/revoke-all``: the caller's own token dies too, unless
+    ``keep_mine`` (then the caller can still act after the emergency)."""
+
+    keep_mine: bool = False
 
 
 class LogLineOut(Response):

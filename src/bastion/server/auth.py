@@ -5,7 +5,8 @@ compatibility (browsers' EventSource cannot send headers). The token is hashed a
 (``store.find_token``; the hash lookup is the comparison, and hashes are of 256-bit random
 tokens, so timing tells nothing). Refused with 401: no token, an unknown one, a revoked or
 expired one, a token of an inactive (blocked) user. ``last_used`` is updated at most once a
-minute per token.
+minute per token. Unknown tokens count as failures of the source address (``ctx.guard``); a
+locked source gets 429 with ``Retry-After`` for every token, valid or not.
 
 **Roles.** *anonymous* (no token): only ``/healthz`` and ``/version``. *user*: their own
 account, and what the repository rule below grants. *admin*: everything. A token's scopes
@@ -90,14 +91,43 @@ def presented_token(request: Request) -> str | None:
 
 
 def authenticate(ctx: ServerContext, request: Request) -> Principal | None:
-    """The caller, None when anonymous; ``Unauthorized`` for a token that does not work."""
+    """The caller, None when anonymous; ``Unauthorized`` for a token that does not work,
+    ``TooManyAttempts`` (429) from a locked source."""
     token = presented_token(request)
-    if token is None:
+    if token is not None:
+        principal: Principal | None = bearer_principal(ctx, request, token)
+    else:
+        principal = session_principal(ctx, request)
+    if principal is None or principal.user.admin:
+        return principal
+    return replace(principal, permissions=ctx.store.repo_permissions(principal.user.id))
+
+
+def session_principal(ctx: ServerContext, request: Request) -> Principal | None:
+    """The user of the request's browser session cookie (see ``identity.sessions``), None
+    without one. A bearer token, when present, wins and needs no CSRF token."""
+    found = sessions.lookup(ctx.store, ctx.settings, request, ctx.now())
+    if found is None:
         return None
+    record, user = found
+    return Principal(user, session=record)
+
+
+def bearer_principal(ctx: ServerContext, request: Request, token: str) -> Principal:
+    """The principal of an API token (the bearer path; see the module docstring).
+
+    The source is checked before the token is looked at, so a locked source learns nothing,
+    not even that a token it holds is valid. Only tokens that match nothing (or could not)
+    count as failures: a revoked or expired token is no guess, and counting those would let
+    a forgotten CI job lock out everyone behind its address."""
+    source = ctx.guard.source(request)
+    ctx.guard.check(source)
     if len(token) > _MAX_TOKEN_CHARS:
+        ctx.guard.failure(source, "", "malformed token")
         raise Unauthorized("invalid token")
     found = ctx.store.find_token(hash_token(token))
     if found is None:
+        ctx.guard.failure(source, "", "unknown token")
         raise Unauthorized("invalid token")
     record, user = found
     now = ctx.now()

@@ -23,7 +23,7 @@ from bastion.server.services.builds import BuildService
 from bastion.server.services.commit_status import CommitStatusReporter, ForgeCommits
 from bastion.server.services.cron import CronService
 from bastion.server.services.events import BuildEvent, EventBroker
-from bastion.server.services.guard import AuthGuard
+from bastion.server.services.guard import AuthGuard, GuardPolicy
 from bastion.server.services.logs import (
     DatabaseLogBackend,
     FileLogBackend,
@@ -147,7 +147,7 @@ def build_context(
         rekey=KeyRotation(store, audit),
         cron=CronService(store, forges, commits, trigger, audit, clock=clock),
         statuses=statuses,
-        guard=AuthGuard(store, audit, clock),
+        guard=AuthGuard(store, audit, clock, GuardPolicy.from_settings(settings)),
     )
 
 

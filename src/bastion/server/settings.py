@@ -33,7 +33,14 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    AliasChoices,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     InitSettingsSource,
@@ -195,6 +202,34 @@ class ServerSettings(BaseSettings):
     secret_plugin_timeout: float = Field(default=10.0, gt=0, le=20)
     # Secrets not changed for longer than this are flagged overdue by the API and the CLI.
     secret_rotation_days: int = Field(default=90, ge=1, le=3650)
+
+    # API tokens (server/api/tokens.py): the lifetime of a new token when none is asked for,
+    # the longest one may ask for, and whether a token may never expire at all.
+    token_default_days: int = Field(default=90, ge=1, le=3650)
+    token_max_days: int = Field(default=365, ge=1, le=36500)
+    token_allow_never: bool = False
+    # Brute-force protection (server/services/guard.py): failures counted in a sliding window
+    # per account and per source address; reaching a limit locks it (doubling per lockout).
+    auth_window_seconds: int = Field(default=300, ge=10, le=86400)
+    auth_account_limit: int = Field(default=10, ge=1, le=10000)
+    auth_source_limit: int = Field(default=50, ge=1, le=100000)
+    auth_lockout_seconds: int = Field(default=900, ge=1, le=86400)
+    # Comma-separated addresses or networks of reverse proxies whose X-Forwarded-For is
+    # believed; from anyone else the header is ignored (a client could name any address).
+    trusted_proxies: str = ""
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _check_trusted_proxies(cls, value: str) -> str:
+        for item in (part.strip() for part in value.split(",")):
+            if item:
+                try:
+                    ipaddress.ip_network(item, strict=False)
+                except ValueError:
+                    raise ValueError(
+                        f"BASTION_TRUSTED_PROXIES: {item!r} is not an IP address or network"
+                    ) from None
+        return value
 
     @classmethod
     def settings_customise_sources(

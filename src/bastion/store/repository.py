@@ -61,23 +61,21 @@ from bastion.store.models import (
     RunnerRow,
     StageRow,
     StepRow,
-    TokenRow,
     UserRow,
 )
 from bastion.store.secret_store import SecretStore
+from bastion.store.token_store import TokenStore
 from bastion.store.types import (
     Build,
     NewBuild,
     NewStage,
     Repo,
     Runner,
-    Scope,
     Stage,
     StageKey,
     Status,
     Step,
     StepReport,
-    Token,
     User,
 )
 
@@ -116,7 +114,15 @@ _Row = TypeVar("_Row", bound=Base)
 _MIGRATING = threading.Lock()
 
 
-class Store(AuditStore, RekeyStore, SecretStore, IdentityStore, LockoutStore, CronStore):
+class Store(
+    AuditStore,
+    RekeyStore,
+    SecretStore,
+    IdentityStore,
+    LockoutStore,
+    CronStore,
+    TokenStore,
+):
     """Bastion's persistent state in SQLite or PostgreSQL (see the module docstring)."""
 
     def __init__(
@@ -242,84 +248,6 @@ class Store(AuditStore, RekeyStore, SecretStore, IdentityStore, LockoutStore, Cr
         with self._tx(write=True) as session:
             row = self._user_by_login(session, login)
             session.execute(delete(UserRow).where(UserRow.id == row.id))
-
-    # -- API tokens (only hashes are stored) ---------------------------------------------------
-
-    def create_token(
-        self,
-        user_id: int,
-        name: str,
-        token_hash: str,
-        scopes: Sequence[Scope],
-        expires: int = 0,
-    ) -> Token:
-        """Store a token by its hash (``bastion.crypto.hash_token``). ``expires``: Unix time,
-        0 for never."""
-        _require_hash("token_hash", token_hash)
-        stored_scopes = [Scope(s).value for s in scopes]  # ValueError for an unknown scope
-        with self._tx(write=True, conflict="a token with this hash exists already") as session:
-            if session.get(UserRow, user_id) is None:
-                raise NotFound(f"user {user_id} does not exist")
-            row = TokenRow(
-                user_id=user_id,
-                name=name,
-                hash=token_hash,
-                scopes=stored_scopes,
-                created=self._now(),
-                expires=expires,
-                last_used=0,
-                revoked=False,
-            )
-            session.add(row)
-            session.flush()
-            return _convert.token(row)
-
-    def find_token(self, token_hash: str) -> tuple[Token, User] | None:
-        """The token with this hash and its user, or None.
-
-        Revoked and expired tokens, and tokens of inactive users, are returned as they are:
-        deciding whether they authenticate is the server's job (it must check ``revoked``,
-        ``expires`` and ``user.active``), and it can then say why a token was refused."""
-        with self._tx() as session:
-            found = session.execute(
-                select(TokenRow, UserRow)
-                .join(UserRow, UserRow.id == TokenRow.user_id)
-                .where(TokenRow.hash == token_hash)
-            ).first()
-            if found is None:
-                return None
-            token_row, user_row = found
-            return _convert.token(token_row), _convert.user(user_row)
-
-    def touch_token(self, token_id: int, when: int) -> None:
-        """Record a use of the token. Best effort: a token deleted meanwhile is ignored."""
-        with self._tx(write=True) as session:
-            session.execute(update(TokenRow).where(TokenRow.id == token_id).values(last_used=when))
-
-    def list_tokens(self, user_id: int) -> list[Token]:
-        with self._tx() as session:
-            rows = session.scalars(
-                select(TokenRow).where(TokenRow.user_id == user_id).order_by(TokenRow.id)
-            )
-            return [_convert.token(r) for r in rows]
-
-    def revoke_token(self, token_id: int) -> None:
-        with self._tx(write=True) as session:
-            row = session.get(TokenRow, token_id)
-            if row is None:
-                raise NotFound(f"token {token_id} does not exist")
-            row.revoked = True
-
-    def revoke_user_tokens(self, user_id: int) -> int:
-        """Revoke every token of the user; returns how many were not revoked yet."""
-        with self._tx(write=True) as session:
-            result = self._execute(
-                session,
-                update(TokenRow)
-                .where(TokenRow.user_id == user_id, TokenRow.revoked.is_(False))
-                .values(revoked=True),
-            )
-            return result.rowcount
 
     # -- repositories --------------------------------------------------------------------------
 

@@ -104,7 +104,13 @@ class LiveServer:
         self.settings = settings
         self.app = create_app(settings, forge_clients=forge_clients)
         config = uvicorn.Config(
-            self.app, log_config=None, access_log=False, lifespan="on", timeout_graceful_shutdown=2
+            self.app,
+            log_config=None,
+            access_log=False,
+            lifespan="on",
+            timeout_graceful_shutdown=2,
+            # As serve() does: X-Forwarded-For is the server's to judge (trusted_proxies).
+            proxy_headers=False,
         )
         self.server = uvicorn.Server(config)
         self.app.state.should_stop = lambda: self.server.should_exit  # as serve() does

@@ -19,6 +19,7 @@ from bastion.server.api import (
     secrets,
     stream,
     system,
+    tokens,
     users,
 )
 
@@ -27,6 +28,7 @@ def api_router() -> APIRouter:
     router = APIRouter()
     for module in (system, users, repos, secrets, org_secrets, builds, cron, runners, stream):
         router.include_router(module.router)
+    router.include_router(tokens.router)
     for module in (audit, admin):  # system administrators only
         router.include_router(module.router)
     return router

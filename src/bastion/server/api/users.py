@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Query, Response
 
-from bastion.crypto import hash_token, new_token
 from bastion.rpc.api import RepoOut, TokenCreated, UserCreate, UserOut, UserPatch
+from bastion.server.api.tokens import free_token_name, issue_token
 from bastion.server.auth import ALL_SCOPES, AdminDep, CtxDep, UserDep, repo_scopes
 from bastion.server.context import ServerContext
 from bastion.server.errors import Conflict, NotFound
@@ -86,11 +86,10 @@ def delete_user(login: str, _admin: AdminDep, ctx: CtxDep) -> Response:
 @router.post("/api/users/{login}/token")
 def create_token(
     login: str,
-    _admin: AdminDep,
+    admin: AdminDep,
     ctx: CtxDep,
     name: str = Query(default="cli", min_length=1, max_length=100),
 ) -> TokenCreated:
+    # All scopes and the server's default expiry; the name made unique (api/tokens.py).
     user = _user(ctx, login)
-    token = new_token("api")
-    ctx.store.create_token(user.id, name, hash_token(token), ALL_SCOPES)
-    return TokenCreated(login=user.login, token=token)
+    return issue_token(ctx, admin, user, free_token_name(ctx, user, name), ALL_SCOPES)

@@ -22,17 +22,23 @@ hold across restarts and between servers sharing it.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+
+from fastapi import Request
 
 from bastion.server.errors import ServerError
 from bastion.server.services.audit import AuditLog
+from bastion.server.settings import ServerSettings
 from bastion.store.errors import StoreError
 from bastion.store.repository import Store
 
 log = logging.getLogger("bastion.server")
 
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 TOO_MANY = "too many failed authentication attempts; try again later"
 
 
@@ -48,12 +54,52 @@ class TooManyAttempts(ServerError):  # noqa: N818 - the name of the interface
 
 @dataclass(frozen=True)
 class GuardPolicy:
-    """Limits of the sliding windows and the length of a lockout (seconds)."""
+    """Limits of the sliding windows, the length of a lockout (seconds), and the reverse
+    proxies whose ``X-Forwarded-For`` names the source."""
 
     window: int = 300
     account_limit: int = 10
     source_limit: int = 50
     lock_seconds: int = 900
+    trusted_proxies: tuple[IPNetwork, ...] = ()
+
+    @classmethod
+    def from_settings(cls, settings: ServerSettings) -> GuardPolicy:
+        proxies = tuple(
+            ipaddress.ip_network(item.strip(), strict=False)
+            for item in settings.trusted_proxies.split(",")
+            if item.strip()
+        )
+        return cls(
+            window=settings.auth_window_seconds,
+            account_limit=settings.auth_account_limit,
+            source_limit=settings.auth_source_limit,
+            lock_seconds=settings.auth_lockout_seconds,
+            trusted_proxies=proxies,
+        )
+
+
+def _address(text: str) -> IPAddress | None:
+    try:
+        return ipaddress.ip_address(text.strip())
+    except ValueError:
+        return None
+
+
+def source_address(peer: str, forwarded_for: str, trusted: Sequence[IPNetwork]) -> str:
+    """The client's address: the TCP peer, unless the peer is a trusted proxy; then the
+    right-most address of ``X-Forwarded-For`` that is not itself a trusted proxy (the entries
+    left of it were written by the client and prove nothing)."""
+    current = _address(peer)
+    if current is None:
+        return peer or "unknown"
+    hops = [h for h in forwarded_for.split(",") if h.strip()] if forwarded_for else []
+    while hops and any(current in net for net in trusted):
+        previous = _address(hops.pop())
+        if previous is None:
+            break  # a malformed entry: the last proxy is as far back as we can trust
+        current = previous
+    return str(current)
 
 
 def _key(kind: str, value: str) -> str:
@@ -82,6 +128,12 @@ class AuthGuard:
         self._audit = audit
         self._clock = clock
         self.policy = policy or GuardPolicy()
+
+    def source(self, request: Request) -> str:
+        """The address a request comes from (X-Forwarded-For only from trusted proxies)."""
+        peer = request.client.host if request.client else ""
+        forwarded = request.headers.get("x-forwarded-for", "")
+        return source_address(peer, forwarded, self.policy.trusted_proxies)
 
     def _keys(self, source: str, account: str) -> list[str]:
         keys = [source_key(source)]
