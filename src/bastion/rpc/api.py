@@ -7,7 +7,7 @@ forbid unknown fields so that a typo is a 400 with a message, not a silent no-op
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
@@ -446,3 +446,20 @@ class CronOut(Response):
 
 
 # -- identity (login links, repository permissions) ----------------------------------------------
+
+
+class LoginLinkOut(Response):
+    login: str
+    url: str  # a one-time login link, shown once
+    expires: int
+
+
+class PermissionOut(Response):
+    login: str
+    scopes: list[str]  # read, write, admin
+    source: str  # "forge" (mirrored) or "grant" (set by an administrator)
+    fetched: int
+
+
+class PermissionPut(Request):
+    scopes: list[Literal["read", "write", "admin"]] = Field(max_length=3)

@@ -1,7 +1,9 @@
 """Who is asking, and what they may do: API tokens, roles, repository access. Deny by default.
 
 **Credentials.** ``Authorization: Bearer <token>``, or ``?access_token=<token>`` for Drone
-compatibility (browsers' EventSource cannot send headers). The token is hashed and looked up
+compatibility (browsers' EventSource cannot send headers); without either, the browser
+session cookie of a login (``bastion.server.identity.sessions``: expiry, CSRF token on every
+state-changing request, refused for a blocked user). The token is hashed and looked up
 (``store.find_token``; the hash lookup is the comparison, and hashes are of 256-bit random
 tokens, so timing tells nothing). Refused with 401: no token, an unknown one, a revoked or
 expired one, a token of an inactive (blocked) user. ``last_used`` is updated at most once a
@@ -13,13 +15,15 @@ account, and what the repository rule below grants. *admin*: everything. A token
 narrow its user's rights (a ``read`` token cannot write even for an admin); the bootstrap and
 CLI-created tokens carry all three scopes.
 
-**Repository access (until the identity issue brings per-repository permissions).** Admins
-have read, write and admin on every repository. Other users have **read** on every *active*
-repository and nothing else: they cannot change repository settings, start, restart or
-cancel builds. An inactive repository does not exist for them (404, not 403, so its name is
-not confirmed). ``trusted`` is changed by system admins only, whatever the repository rule
-grants, and so are a repository's secrets (:func:`require_admin_repo`; listing them too:
-their names and flags are for administrators).
+**Repository access** (:func:`repo_scopes`, the rule of
+``bastion.server.identity.permissions``). Admins have read, write and admin on every
+repository. Other users have what the forge reports for them on that repository (mirrored at
+login, asked again when older than a few minutes), or what an administrator granted on a
+local-forge repository, plus read on active public and internal repositories. A repository they
+may not read does not exist for them (404, not 403, so its name is not confirmed). ``trusted``
+is changed by system admins only, whatever the repository rule grants, and so are a
+repository's secrets (:func:`require_admin_repo`; listing them too: their names and flags are
+for administrators).
 
 **Deny by default.** Every route under ``/api`` declares one of :func:`require_user`,
 :func:`require_admin`, :func:`require_repo` or :func:`require_admin_repo` as a dependency; a
@@ -31,8 +35,8 @@ webhooks verify signatures.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
@@ -40,6 +44,8 @@ from fastapi import Depends, Request
 from bastion.crypto import hash_token
 from bastion.server.context import ServerContext, get_ctx
 from bastion.server.errors import Forbidden, NotFound, Unauthorized
+from bastion.server.identity import permissions, sessions
+from bastion.store.identity_store import LoginSession, RepoPermission
 from bastion.store.types import Repo, Scope, Token, User
 
 log = logging.getLogger("bastion.server")
@@ -51,17 +57,27 @@ _MAX_TOKEN_CHARS = 512
 
 @dataclass(frozen=True)
 class Principal:
-    """An authenticated caller."""
+    """An authenticated caller: by an API token, or (``token`` None) by a browser session,
+    which carries all of its user's rights. ``permissions``: the user's stored repository
+    permissions (``repo_permissions``), by repository id."""
 
     user: User
-    token: Token
+    token: Token | None = None
+    session: LoginSession | None = None
+    permissions: Mapping[int, RepoPermission] = field(default_factory=dict)
 
     @property
     def admin(self) -> bool:
         return self.user.admin and self.allows(Scope.ADMIN)
 
+    @property
+    def grants(self) -> dict[int, frozenset[Scope]]:
+        return {repo_id: p.scopes for repo_id, p in self.permissions.items()}
+
     def allows(self, scope: Scope) -> bool:
-        """Whether the token's scopes include ``scope`` (no scopes: all)."""
+        """Whether the token's scopes include ``scope`` (no scopes, or a session: all)."""
+        if self.token is None:
+            return True
         return not self.token.scopes or scope in self.token.scopes
 
 
@@ -145,7 +161,9 @@ def bearer_principal(ctx: ServerContext, request: Request, token: str) -> Princi
 def _principal(request: Request, ctx: ServerContext) -> Principal:
     principal = authenticate(ctx, request)
     if principal is None:
-        raise Unauthorized("authentication required: send Authorization: Bearer <token>")
+        raise Unauthorized(
+            "authentication required: send Authorization: Bearer <token> (or log in at /login)"
+        )
     return principal
 
 
@@ -167,17 +185,17 @@ def require_admin(request: Request, ctx: CtxDep) -> Principal:
     return principal
 
 
-def repo_scopes(user: User, repo: Repo) -> frozenset[Scope]:
-    """What ``user`` may do on ``repo`` (the rule of the module docstring)."""
-    if user.admin:
-        return frozenset(ALL_SCOPES)
-    if repo.active:
-        return frozenset({Scope.READ})
-    return frozenset()
+def repo_scopes(
+    user: User, repo: Repo, grants: Mapping[int, frozenset[Scope]] | None = None
+) -> frozenset[Scope]:
+    """What ``user`` may do on ``repo`` given their stored ``grants`` (by repository id; the
+    rule of ``identity.permissions``). Without grants: admins everything, others read on
+    active public and internal repositories."""
+    return permissions.scopes_for(user, repo, grants)
 
 
 def check_repo_access(principal: Principal, repo: Repo, scope: Scope) -> None:
-    granted = repo_scopes(principal.user, repo)
+    granted = repo_scopes(principal.user, repo, principal.grants)
     if not granted:
         raise NotFound(f"repository {repo.owner}/{repo.name} not found")
     if scope not in granted or not principal.allows(scope):
@@ -195,10 +213,23 @@ def require_repo(scope: Scope) -> Callable[..., RepoAccess]:
         repo = ctx.store.get_repo(owner, name)
         if repo is None:
             raise NotFound(f"repository {owner}/{name} not found")
+        principal = with_fresh_permission(ctx, principal, repo)
         check_repo_access(principal, repo, scope)
         return RepoAccess(principal, repo)
 
     return dependency
+
+
+def with_fresh_permission(ctx: ServerContext, principal: Principal, repo: Repo) -> Principal:
+    """``principal`` with its forge permission on ``repo`` asked again when stale."""
+    fresh = permissions.refreshed(
+        ctx.store, ctx.settings, principal.user, repo, principal.permissions, ctx.now()
+    )
+    if fresh is None:
+        return principal
+    stored = dict(principal.permissions)
+    stored[repo.id] = RepoPermission(repo.id, fresh, "forge", ctx.now())
+    return replace(principal, permissions=stored)
 
 
 @_mark("admin")

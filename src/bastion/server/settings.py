@@ -234,6 +234,52 @@ class ServerSettings(BaseSettings):
     @classmethod
     def settings_customise_sources(
         cls,
+    # Login (bastion.server.identity). OAuth2 applications on the forges; a forge without a
+    # client id offers no login. ``*_server``: the forge's web address (authorize, token).
+    github_server: str = Field(
+        default="https://github.com",
+        validation_alias=_alias("BASTION_GITHUB_SERVER", "DRONE_GITHUB_SERVER"),
+    )
+    github_client_id: str = Field(
+        default="", validation_alias=_alias("BASTION_GITHUB_CLIENT_ID", "DRONE_GITHUB_CLIENT_ID")
+    )
+    github_client_secret: SecretStr = Field(
+        default=SecretStr(""),
+        validation_alias=_alias("BASTION_GITHUB_CLIENT_SECRET", "DRONE_GITHUB_CLIENT_SECRET"),
+    )
+    gitea_client_id: str = Field(
+        default="", validation_alias=_alias("BASTION_GITEA_CLIENT_ID", "DRONE_GITEA_CLIENT_ID")
+    )
+    gitea_client_secret: SecretStr = Field(
+        default=SecretStr(""),
+        validation_alias=_alias("BASTION_GITEA_CLIENT_SECRET", "DRONE_GITEA_CLIENT_SECRET"),
+    )
+    gitlab_client_id: str = Field(
+        default="", validation_alias=_alias("BASTION_GITLAB_CLIENT_ID", "DRONE_GITLAB_CLIENT_ID")
+    )
+    gitlab_client_secret: SecretStr = Field(
+        default=SecretStr(""),
+        validation_alias=_alias("BASTION_GITLAB_CLIENT_SECRET", "DRONE_GITLAB_CLIENT_SECRET"),
+    )
+    # Comma-separated. Organisations whose members may log in (registration is closed
+    # otherwise); logins that are administrators, re-checked at every forge login; globs on
+    # owner/name of the repositories that may be activated.
+    user_filter: str = Field(
+        default="", validation_alias=_alias("BASTION_USER_FILTER", "DRONE_USER_FILTER")
+    )
+    admins: str = ""
+    repository_filter: str = Field(
+        default="",
+        validation_alias=_alias("BASTION_REPOSITORY_FILTER", "DRONE_REPOSITORY_FILTER"),
+    )
+    # A forge account younger than this may not log in (0: no minimum).
+    min_account_age_days: int = Field(default=0, ge=0, le=3650)
+    # A session ends after this long without a request, and at the latest after the lifetime.
+    session_idle_seconds: int = Field(default=12 * 3600, ge=60)
+    session_lifetime_seconds: int = Field(default=7 * 24 * 3600, ge=60)
+    # How long forge permissions are trusted before they are asked again.
+    permission_cache_seconds: int = Field(default=300, ge=0, le=86400)
+
         settings_cls: type[BaseSettings],
         init_settings: PydanticBaseSettingsSource,
         env_settings: PydanticBaseSettingsSource,

@@ -294,6 +294,25 @@ class IdentityStore:
                 for r in rows
             }
 
+    def repo_permission_list(self, repo_id: int) -> list[tuple[str, RepoPermission]]:
+        """Every stored permission on ``repo_id`` with the user's login, by login."""
+        with self._tx() as tx:
+            rows = tx.execute(
+                select(RepoPermissionRow, UserRow.login)
+                .join(UserRow, UserRow.id == RepoPermissionRow.user_id)
+                .where(RepoPermissionRow.repo_id == repo_id)
+                .order_by(UserRow.login)
+            ).all()
+            return [
+                (
+                    login,
+                    RepoPermission(
+                        r.repo_id, frozenset(Scope(s) for s in r.scopes), r.source, r.fetched
+                    ),
+                )
+                for r, login in rows
+            ]
+
 
 def _session(row: SessionRow) -> LoginSession:
     return LoginSession(row.id, row.user_id, row.csrf_hash, row.created, row.last_seen, row.expires)

@@ -13,7 +13,9 @@ from bastion.server.api import (
     audit,
     builds,
     cron,
+    login,
     org_secrets,
+    permissions,
     repos,
     runners,
     secrets,
@@ -29,6 +31,8 @@ def api_router() -> APIRouter:
     for module in (system, users, repos, secrets, org_secrets, builds, cron, runners, stream):
         router.include_router(module.router)
     router.include_router(tokens.router)
+    router.include_router(login.router)  # /login, /logout, login links
+    router.include_router(permissions.router)
     for module in (audit, admin):  # system administrators only
         router.include_router(module.router)
     return router

@@ -32,6 +32,7 @@ from bastion.server.auth import (
 )
 from bastion.server.errors import BadRequest, Conflict, Forbidden, Unavailable
 from bastion.server.views import repo_out
+from bastion.server.identity.permissions import check_activation
 from bastion.store.types import Scope
 
 log = logging.getLogger("bastion.server")
@@ -44,13 +45,14 @@ def list_repos(principal: UserDep, ctx: CtxDep) -> list[RepoOut]:
     return [
         repo_out(repo)
         for repo in ctx.store.list_repos()
-        if Scope.READ in repo_scopes(principal.user, repo)
+        if Scope.READ in repo_scopes(principal.user, repo, principal.grants)
     ]
 
 
 @router.post("/api/repos")
 def create_repo(body: RepoCreate, admin: AdminDep, ctx: CtxDep) -> RepoCreated:
     if ctx.store.get_repo(body.owner, body.name) is not None:
+    check_activation(ctx.settings, body.owner, body.name)
         raise Conflict(f"repository {body.owner}/{body.name} already exists")
     visibility = "private" if body.private else "public"
     if body.forge == "local":
@@ -121,6 +123,7 @@ def get_repo(access: RepoRead, ctx: CtxDep) -> RepoOut:
 @router.post("/api/repos/{owner}/{name}")
 def enable_repo(access: RepoAdmin, ctx: CtxDep) -> RepoOut:
     return repo_out(ctx.store.update_repo(access.repo.id, active=True))
+    check_activation(ctx.settings, access.repo.owner, access.repo.name)
 
 
 @router.delete("/api/repos/{owner}/{name}")

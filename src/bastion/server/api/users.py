@@ -31,7 +31,7 @@ def get_own_repos(principal: UserDep, ctx: CtxDep) -> list[RepoOut]:
     return [
         repo_out(repo)
         for repo in ctx.store.list_repos()
-        if Scope.READ in repo_scopes(principal.user, repo)
+        if Scope.READ in repo_scopes(principal.user, repo, principal.grants)
     ]
 
 
@@ -65,12 +65,19 @@ def get_user(login: str, _admin: AdminDep, ctx: CtxDep) -> UserOut:
 
 
 @router.patch("/api/users/{login}")
-def update_user(login: str, body: UserPatch, _admin: AdminDep, ctx: CtxDep) -> UserOut:
+def update_user(login: str, body: UserPatch, admin: AdminDep, ctx: CtxDep) -> UserOut:
     user = _user(ctx, login)
     loses_admin = body.admin is False or body.active is False
     if user.admin and user.active and loses_admin and not _other_active_admins(ctx, login):
         raise Conflict(f"{login} is the last active administrator; make another one first")
     updated = ctx.store.update_user(login, email=body.email, admin=body.admin, active=body.active)
+    if body.active is False:
+        # Blocking ends the user's browser sessions at once (their tokens are refused
+        # while they are inactive).
+        ended = ctx.store.delete_user_sessions(user.id)
+        ctx.audit.record(
+            "user.blocked", actor=admin.user.login, detail={"user": login, "sessions": ended}
+        )
     return user_out(updated)
 
 
