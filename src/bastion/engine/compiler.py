@@ -3,8 +3,11 @@
 The compiler is where the security decisions become concrete values: it applies the trust
 policy (refusing before any container starts), fixes every hardening value from
 ``Hardening``, resolves ``from_secret`` references against the secrets it was given (each
-step receives only the secrets it references), builds the ``DRONE_*`` environment and turns
-``commands`` into a shell script.
+step receives only the secrets it references and, when the server sent per-step grants, only
+those granted to it), builds the ``DRONE_*`` environment and turns ``commands`` into a shell
+script. A reference the server denied (with its reason) or did not grant does not stop the
+pipeline: that step's plan is marked ``refused`` with the reason, and the executor fails it
+without creating its container, while the other steps run.
 
 Variable substitution happens here, after parsing, and only into string values (image,
 environment, settings). Commands are not substituted: ``${DRONE_BRANCH}`` in a command is
@@ -34,6 +37,7 @@ from bastion.engine.plan import (
     PullPolicy,
     StepKind,
     StepPlan,
+    secrets_as_files,
 )
 from bastion.policy.trust import review_pipeline
 from bastion.spec.context import BuildContext
@@ -236,6 +240,13 @@ def compile_pipeline(
         secret_env = frozenset(
             (pipeline_secret_env - step_env.keys()) | step_secret_env | plugin_secret_env
         )
+        # Secrets as files on a tmpfs instead of variables (the hardening's secret_files).
+        secret_files: dict[str, str] = {}
+        if options.hardening.secret_files and secret_env:
+            try:
+                env, secret_files = secrets_as_files(env, secret_env)
+            except ValueError as exc:
+                problem((*where, "environment"), str(exc), Kind.POLICY)
         try:
             image = substitute(step.image, build_env)
         except SubstitutionError as exc:
@@ -292,6 +303,7 @@ def compile_pipeline(
                 extra_hosts=step.extra_hosts,
                 shm_size=step.shm_size or 0,
                 pull_auth=_auth_for(image, _pull_auths(pull_names, secrets)),
+                secret_files=secret_files,
             ),
             depends_on=(),
             detach=step.detach or kind is StepKind.SERVICE,
