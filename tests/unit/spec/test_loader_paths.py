@@ -11,6 +11,7 @@ and PyYAML differ end up on the pure-Python path; and that ``BASTION_YAML_PURE``
 from __future__ import annotations
 
 import ast
+import os
 import random
 import re
 import textwrap
@@ -36,10 +37,11 @@ _YAML_BLOCK = re.compile(r"```ya?ml\n(.*?)```", re.DOTALL)
 
 
 def _files(suffixes: tuple[str, ...]) -> Iterator[Path]:
-    for path in sorted(ROOT.rglob("*")):
-        parts = path.relative_to(ROOT).parts
-        if path.is_file() and path.name.endswith(suffixes) and not _SKIP_DIRS & set(parts):
-            yield path
+    for folder, dirs, names in os.walk(ROOT):
+        dirs[:] = sorted(d for d in dirs if d not in _SKIP_DIRS)  # not the venv's packages
+        for name in sorted(names):
+            if name.endswith(suffixes):
+                yield Path(folder, name)
 
 
 def _literals(path: Path) -> list[str]:
