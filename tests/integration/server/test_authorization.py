@@ -27,6 +27,8 @@ from bastion.store.types import SecretFilters
 OPEN = {"anonymous": 200, "user": 200, "admin": 200}
 USER = {"anonymous": 401, "user": 200, "admin": 200}
 ADMIN = {"anonymous": 401, "user": 403, "admin": 200}
+CREATED = {"anonymous": 401, "user": 201, "admin": 201}
+MISSING = {"anonymous": 401, "user": 404, "admin": 404}  # let in; no such token of theirs
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,27 @@ ROUTES = [
     Route("PATCH", "/api/users/{login}", "/api/users/spare", ADMIN, body={"email": "x@y.z"}),
     Route("DELETE", "/api/users/{login}", "/api/users/spare", {**ADMIN, "admin": 204}),
     Route("POST", "/api/users/{login}/token", "/api/users/spare/token", ADMIN),
+    # API tokens (api/tokens.py): your own, and a user's or everyone's for administrators.
+    Route("GET", "/api/user/tokens", "/api/user/tokens", USER),
+    Route("POST", "/api/user/tokens", "/api/user/tokens", CREATED, body={"name": "m"}),
+    Route("DELETE", "/api/user/tokens/{name}", "/api/user/tokens/nope", MISSING),
+    Route("POST", "/api/user/tokens/{name}/rotate", "/api/user/tokens/nope/rotate", MISSING),
+    Route("GET", "/api/users/{login}/tokens", "/api/users/spare/tokens", ADMIN),
+    Route(
+        "POST",
+        "/api/users/{login}/tokens",
+        "/api/users/spare/tokens",
+        {**ADMIN, "admin": 201},
+        body={"name": "m"},
+    ),
+    Route(
+        "DELETE",
+        "/api/users/{login}/tokens/{name}",
+        "/api/users/spare/tokens/cli",
+        {**ADMIN, "admin": 204},
+    ),
+    Route("DELETE", "/api/users/{login}/tokens", "/api/users/spare/tokens", ADMIN),
+    Route("POST", "/api/admin/tokens/revoke-all", "/api/admin/tokens/revoke-all", ADMIN, body={}),
     Route("GET", "/api/repos", "/api/repos", USER),
     Route("POST", "/api/repos", "/api/repos", ADMIN, body={"owner": "acme", "name": "new"}),
     Route("GET", "/api/repos/{owner}/{name}", "/api/repos/acme/web", USER),
