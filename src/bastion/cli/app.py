@@ -11,8 +11,11 @@ from rich.console import Console
 from rich.text import Text
 
 from bastion import __version__
+from bastion.cli.approval_cmds import sign_command
 from bastion.cli.audit_cmds import REKEY_HELP, audit_app, rekey_command
 from bastion.cli.client_cmds import build_app, info_command, repo_app, user_app
+from bastion.cli.cron_cmds import cron_app
+from bastion.cli.deploy_cmds import env_app
 from bastion.cli.errors import CliError
 from bastion.cli.exec_cmd import ExecOptions, run_exec
 from bastion.cli.lint_cmd import OutputFormat, run_lint
@@ -106,8 +109,11 @@ def version_command() -> None:
 # -- the server and its clients ------------------------------------------------------------
 
 app.command("info")(info_command)
+app.command("sign")(sign_command)
+app.add_typer(env_app, name="env")
 app.add_typer(repo_app, name="repo")
 app.add_typer(build_app, name="build")
+app.add_typer(cron_app, name="cron")
 app.add_typer(secret_app, name="secret")
 app.add_typer(orgsecret_app, name="orgsecret")
 app.add_typer(globalsecret_app, name="globalsecret")

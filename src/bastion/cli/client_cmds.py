@@ -165,6 +165,9 @@ def _print_repo(repo: RepoOut) -> None:
         ("ignore pull requests", yes_no(repo.ignore_pull_requests)),
         ("auto-cancel pull requests", yes_no(repo.auto_cancel_pull_requests)),
         ("auto-cancel pushes", yes_no(repo.auto_cancel_pushes)),
+        ("approval", repo.approval_mode or "server default"),
+        ("approvers", ", ".join(repo.approvers) or "anyone with write access"),
+        ("self-approval", "refused" if repo.prevent_self_approval else "allowed"),
         ("clone URL", repo.git_http_url or "-"),
         ("builds", str(repo.counter)),
     ]
@@ -277,6 +280,33 @@ def repo_update(
         bool | None,
         typer.Option("--auto-cancel-pushes/--no-auto-cancel-pushes", show_default=False),
     ] = None,
+    approval: Annotated[
+        str | None,
+        typer.Option(
+            "--approval",
+            metavar="MODE",
+            help="which builds wait for an approval: none, forks, pull_requests, all_events, "
+            "or default (the server's)",
+            show_default=False,
+        ),
+    ] = None,
+    approvers: Annotated[
+        str | None,
+        typer.Option(
+            "--approvers",
+            metavar="LOGIN,...",
+            help="who may approve held builds (comma-separated; '' = anyone with write access)",
+            show_default=False,
+        ),
+    ] = None,
+    prevent_self_approval: Annotated[
+        bool | None,
+        typer.Option(
+            "--prevent-self-approval/--allow-self-approval",
+            help="whether the author of a change may approve it",
+            show_default=False,
+        ),
+    ] = None,
     server: ServerOption = None,
     insecure: InsecureOption = False,
     ca_cert: CaCertOption = None,
@@ -291,6 +321,13 @@ def repo_update(
             raise CliError(f"--timeout {timeout}: give 1 to 1440 minutes")
         if config_path is not None and not config_path.strip():
             raise CliError("--config-path: give the path of the pipeline file")
+        if approval is not None and approval not in _APPROVAL_MODES:
+            raise CliError(f"--approval {approval!r}: use one of {', '.join(_APPROVAL_MODES)}")
+        approver_list = (
+            None
+            if approvers is None
+            else [login.strip() for login in approvers.split(",") if login.strip()]
+        )
         from bastion.rpc.api import RepoPatch  # noqa: PLC0415 - see TYPE_CHECKING
 
         patch = RepoPatch(
@@ -303,6 +340,9 @@ def repo_update(
             ignore_pull_requests=ignore_pull_requests,
             auto_cancel_pull_requests=auto_cancel_pull_requests,
             auto_cancel_pushes=auto_cancel_pushes,
+            approval_mode=None if approval is None else approval.replace("default", ""),
+            approvers=approver_list,
+            prevent_self_approval=prevent_self_approval,
         )
         if not patch.model_dump(exclude_none=True):
             raise CliError("nothing to change: give at least one option (see --help)")
@@ -312,6 +352,9 @@ def repo_update(
             dump(updated)
         else:
             _print_repo(updated)
+
+
+_APPROVAL_MODES = ("none", "forks", "pull_requests", "all_events", "default")
 
 
 @repo_app.command("create")

@@ -33,6 +33,11 @@ from bastion.client.sse import SSEEvent, iter_events
 from bastion.rpc.api import (
     AuditEventOut,
     BuildOut,
+    CronCreate,
+    CronOut,
+    CronPatch,
+    EnvironmentIn,
+    EnvironmentOut,
     LogLineOut,
     RekeyOut,
     RekeyRequest,
@@ -46,6 +51,8 @@ from bastion.rpc.api import (
     SecretCreate,
     SecretOut,
     SecretUpdate,
+    SignRequest,
+    SignResponse,
     TokenCreated,
     UserCreate,
     UserOut,
@@ -296,6 +303,68 @@ class BastionClient:
             return None
         return self._parse(response, BuildOut)
 
+    def builds_approve(
+        self, owner: str, name: str, number: int, stage: int | None = None
+    ) -> BuildOut:
+        """Approve a blocked build (or only its stage ``stage``)."""
+        return self._release("approve", owner, name, number, stage)
+
+    def builds_decline(
+        self, owner: str, name: str, number: int, stage: int | None = None
+    ) -> BuildOut:
+        """Decline a blocked build (or only its stage ``stage``)."""
+        return self._release("decline", owner, name, number, stage)
+
+    def _release(
+        self, verb: str, owner: str, name: str, number: int, stage: int | None
+    ) -> BuildOut:
+        path = f"{self._repo(owner, name)}/builds/{int(number)}/{verb}"
+        if stage is not None:
+            path += f"/{int(stage)}"
+        return self._parse(self._request("POST", path), BuildOut)
+
+    def builds_promote(
+        self,
+        owner: str,
+        name: str,
+        number: int,
+        target: str,
+        params: Mapping[str, str] | None = None,
+        *,
+        rollback: bool = False,
+    ) -> BuildOut:
+        """Deploy build ``number``'s commit to ``target`` (a new promote / rollback build)."""
+        verb = "rollback" if rollback else "promote"
+        query: dict[str, str | int] = {**(params or {}), "target": target}
+        response = self._request(
+            "POST", f"{self._repo(owner, name)}/builds/{int(number)}/{verb}", params=query
+        )
+        return self._parse(response, BuildOut)
+
+    def environments_list(self, owner: str, name: str) -> list[EnvironmentOut]:
+        response = self._request("GET", f"{self._repo(owner, name)}/environments")
+        return self._parse_list(response, EnvironmentOut)
+
+    def environment_put(self, owner: str, name: str, env: EnvironmentIn) -> EnvironmentOut:
+        response = self._request(
+            "POST", f"{self._repo(owner, name)}/environments", json=env.model_dump()
+        )
+        return self._parse(response, EnvironmentOut)
+
+    def environment_get(self, owner: str, name: str, env: str) -> EnvironmentOut:
+        response = self._request("GET", f"{self._repo(owner, name)}/environments/{segment(env)}")
+        return self._parse(response, EnvironmentOut)
+
+    def environment_rm(self, owner: str, name: str, env: str) -> None:
+        self._request("DELETE", f"{self._repo(owner, name)}/environments/{segment(env)}")
+
+    def sign(self, owner: str, name: str, config: str) -> str:
+        """The signature (hex HMAC) of ``config`` under the repository's signing key."""
+        response = self._request(
+            "POST", f"{self._repo(owner, name)}/sign", json=SignRequest(data=config).model_dump()
+        )
+        return self._parse(response, SignResponse).data
+
     # -- logs ----------------------------------------------------------------------------------
 
     def _logs_path(self, owner: str, name: str, build: int, stage: int, step: int) -> str:
@@ -354,7 +423,6 @@ class BastionClient:
     def runners_revoke(self, name: str) -> None:
         self._request("DELETE", f"/api/runners/{segment(name)}")
 
-
     # -- audit and key rotation (admins) -------------------------------------------------------
 
     def audit_list(
@@ -393,3 +461,32 @@ class BastionClient:
             raise unreachable(self.server, exc) from exc
         raise_for_status(response)
         return self._parse(response, RekeyOut)
+
+    # -- cron jobs (write access) ------------------------------------------------------------
+
+    def _cron(self, owner: str, name: str, cron: str | None = None) -> str:
+        base = f"{self._repo(owner, name)}/cron"
+        return base if cron is None else f"{base}/{segment(cron)}"
+
+    def cron_list(self, owner: str, name: str) -> list[CronOut]:
+        return self._parse_list(self._request("GET", self._cron(owner, name)), CronOut)
+
+    def cron_add(self, owner: str, name: str, cron: CronCreate) -> CronOut:
+        body = cron.model_dump(exclude_defaults=True)
+        return self._parse(self._request("POST", self._cron(owner, name), json=body), CronOut)
+
+    def cron_info(self, owner: str, name: str, cron: str) -> CronOut:
+        return self._parse(self._request("GET", self._cron(owner, name, cron)), CronOut)
+
+    def cron_update(self, owner: str, name: str, cron: str, patch: CronPatch) -> CronOut:
+        response = self._request(
+            "PATCH", self._cron(owner, name, cron), json=patch.model_dump(exclude_none=True)
+        )
+        return self._parse(response, CronOut)
+
+    def cron_rm(self, owner: str, name: str, cron: str) -> None:
+        self._request("DELETE", self._cron(owner, name, cron))
+
+    def cron_exec(self, owner: str, name: str, cron: str) -> BuildOut:
+        """Run the job now; the build it made."""
+        return self._parse(self._request("POST", self._cron(owner, name, cron)), BuildOut)

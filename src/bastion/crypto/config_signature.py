@@ -34,6 +34,7 @@ MIN_KEY_BYTES = 32
 
 # A top-level key at column 0, optionally quoted, optionally followed by a comment.
 _KIND_SIGNATURE = re.compile(rb"^kind:[ \t]*([\"']?)signature\1[ \t]*(?:#.*)?$", re.MULTILINE)
+_HEX_DIGEST = re.compile(r"[0-9a-fA-F]{64}")
 _HMAC = re.compile(rb"^hmac:[ \t]*([\"']?)([0-9a-fA-F]*)\1[ \t]*(?:#.*)?$", re.MULTILINE)
 
 
@@ -116,7 +117,14 @@ def verify_signature(config: bytes, key: bytes) -> bool:
 def sign_config(config: bytes, key: bytes) -> bytes:
     """``config`` with its signature document replaced (or added) at the end, written as
     ``drone sign --save`` writes it."""
-    signature = compute_signature(config, key)
+    return with_signature(config, compute_signature(config, key))
+
+
+def with_signature(config: bytes, signature: str) -> bytes:
+    """``config`` with its signature document replaced (or added) by one holding
+    ``signature`` (a hex HMAC, e.g. made by the server for ``bastion sign --save``)."""
+    if not _HEX_DIGEST.fullmatch(signature):
+        raise ValueError("a configuration signature is 64 hex digits")
     parts = [b"---\n" + doc.data for doc in split_documents(config) if not doc.is_signature]
     parts.append(b"---\nkind: signature\nhmac: " + signature.encode("ascii") + b"\n\n...\n")
     return b"".join(parts)

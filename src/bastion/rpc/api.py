@@ -94,6 +94,8 @@ class BuildOut(Response):
     created: int = 0
     updated: int = 0
     stages: list[StageOut] = Field(default_factory=list)
+    # Why a blocked build waits for an approval ("signature"); "" when it is not held.
+    hold: str = ""
 
 
 class RepoOut(Response):
@@ -123,6 +125,12 @@ class RepoOut(Response):
     created: int = 0
     updated: int = 0
     build: BuildOut | None = None
+    # Which builds wait for an approval ("" = the server's default, BASTION_APPROVAL_MODE),
+    # who may approve ([] = anyone with write access), and whether authors may approve their
+    # own changes.
+    approval_mode: str = ""
+    approvers: list[str] = Field(default_factory=list)
+    prevent_self_approval: bool = True
 
 
 class UserOut(Response):
@@ -224,6 +232,13 @@ class RepoPatch(Request):
     ignore_pull_requests: bool | None = None
     auto_cancel_pull_requests: bool | None = None
     auto_cancel_pushes: bool | None = None
+    # Approval settings need repository administrator access (they decide what runs
+    # unreviewed). approval_mode "" = follow the server's default.
+    approval_mode: str | None = Field(
+        default=None, pattern="^(|none|forks|pull_requests|all_events)$"
+    )
+    approvers: list[str] | None = Field(default=None, max_length=100)
+    prevent_self_approval: bool | None = None
 
 
 class RepoCreate(Request):
@@ -365,6 +380,18 @@ class ErrorOut(Response):
     message: str
 
 
+class SignRequest(Request):
+    """``POST /api/repos/{owner}/{name}/sign``: the configuration text to sign (as Drone)."""
+
+    data: str = Field(max_length=1024 * 1024)
+
+
+class SignResponse(Response):
+    """The hex HMAC of the configuration under the repository's signing key (as Drone)."""
+
+    data: str
+
+
 class AuditEventOut(Response):
     """One audit event (``GET /api/audit``, admins). Never holds a secret value."""
 
@@ -463,3 +490,22 @@ class PermissionOut(Response):
 
 class PermissionPut(Request):
     scopes: list[Literal["read", "write", "admin"]] = Field(max_length=3)
+
+
+class EnvironmentIn(Request):
+    """``POST /api/repos/{owner}/{name}/environments`` (repository admins): create or replace
+    a deployment environment's rules."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+    branches: list[str] = Field(default_factory=list, max_length=50)
+    approval: bool = True
+    approvers: list[str] = Field(default_factory=list, max_length=100)
+
+
+class EnvironmentOut(Response):
+    name: str
+    branches: list[str] = Field(default_factory=list)
+    approval: bool = True
+    approvers: list[str] = Field(default_factory=list)
+    created: int = 0
+    updated: int = 0

@@ -18,6 +18,7 @@ from fastapi import Request
 from bastion.engine.hardening import Hardening
 from bastion.server.errors import Unavailable
 from bastion.server.forges import FileSource, ForgeAccess
+from bastion.server.services.approvals import ApprovalService
 from bastion.server.services.audit import AuditLog
 from bastion.server.services.builds import BuildService
 from bastion.server.services.commit_status import CommitStatusReporter, ForgeCommits
@@ -56,6 +57,7 @@ class ServerContext:
     logs: LogService
     scheduler: Scheduler
     trigger: TriggerService
+    approvals: ApprovalService
     clock: Callable[[], float]
     # Audit events (secret changes and deliveries, detected credentials, key rotation).
     audit: AuditLog
@@ -128,7 +130,8 @@ def build_context(
         on_credential=credential_auditor(store, audit),
     )
     scheduler = Scheduler(settings, store, builds, scheduler_wakeups, clock=clock)
-    trigger = TriggerService(settings, forges, builds, hardening)
+    trigger = TriggerService(settings, forges, builds, hardening, store)
+    approvals = ApprovalService(store, builds, scheduler_wakeups, audit)
     return ServerContext(
         settings=settings,
         store=store,
@@ -142,6 +145,7 @@ def build_context(
         logs=logs,
         scheduler=scheduler,
         trigger=trigger,
+        approvals=approvals,
         clock=clock,
         audit=audit,
         rekey=KeyRotation(store, audit),

@@ -165,6 +165,9 @@ class ServerSettings(BaseSettings):
     drone_user_create: str = Field(
         default="", validation_alias=_alias("DRONE_USER_CREATE", "drone_user_create")
     )
+    # Which builds wait for an approval, for repositories that do not choose
+    # (services.approvals): pull requests from forks unless told otherwise.
+    approval_mode: Literal["none", "forks", "pull_requests", "all_events"] = "forks"
 
     # Forges.
     github_api_url: str = "https://api.github.com"
@@ -231,9 +234,6 @@ class ServerSettings(BaseSettings):
                     ) from None
         return value
 
-    @classmethod
-    def settings_customise_sources(
-        cls,
     # Login (bastion.server.identity). OAuth2 applications on the forges; a forge without a
     # client id offers no login. ``*_server``: the forge's web address (authorize, token).
     github_server: str = Field(
@@ -280,6 +280,9 @@ class ServerSettings(BaseSettings):
     # How long forge permissions are trusted before they are asked again.
     permission_cache_seconds: int = Field(default=300, ge=0, le=86400)
 
+    @classmethod
+    def settings_customise_sources(
+        cls,
         settings_cls: type[BaseSettings],
         init_settings: PydanticBaseSettingsSource,
         env_settings: PydanticBaseSettingsSource,

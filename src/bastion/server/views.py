@@ -60,6 +60,9 @@ def repo_out(repo: Repo, build: Build | None = None) -> RepoOut:
         created=repo.created,
         updated=repo.updated,
         build=build_out(build) if build is not None else None,
+        approval_mode=repo.approval_mode,
+        approvers=list(repo.approvers),
+        prevent_self_approval=repo.prevent_self_approval,
     )
 
 
@@ -142,6 +145,7 @@ def build_out(build: Build, stages: Sequence[StageOut] = ()) -> BuildOut:
         created=build.created,
         updated=build.updated,
         stages=list(stages),
+        hold=build.hold,
     )
 
 

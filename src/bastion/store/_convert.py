@@ -84,6 +84,9 @@ def repo(row: RepoRow) -> Repo:
         auto_cancel_pushes=row.auto_cancel_pushes,
         created=row.created,
         updated=row.updated,
+        approval_mode=row.approval_mode,
+        approvers=tuple(str(a) for a in row.approvers or ()),
+        prevent_self_approval=row.prevent_self_approval,
     )
 
 
@@ -131,6 +134,7 @@ def build(row: BuildRow) -> Build:
         updated=row.updated,
         started=row.started,
         finished=row.finished,
+        hold=row.hold,
     )
 
 

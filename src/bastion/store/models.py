@@ -34,6 +34,7 @@ from sqlalchemy import (
     UniqueConstraint,
     false,
     text,
+    true,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -147,6 +148,13 @@ class RepoRow(Base):
     auto_cancel_pushes: Mapped[bool] = mapped_column(default=False)
     # AES-256-GCM ciphertext (AAD "repo-webhook:<id>"); NULL until one is set.
     webhook_secret: Mapped[bytes | None] = mapped_column(default=None)
+    # AES-256-GCM ciphertext (AAD "repo-signing-key:<id>") of the key that signs this
+    # repository's configs; NULL until first needed (migration 0005).
+    signing_key: Mapped[bytes | None] = mapped_column(default=None)
+    # Which builds wait for an approval ("" = the server's default) and who may approve (0006).
+    approval_mode: Mapped[str] = mapped_column(String(32), default="", server_default="")
+    approvers: Mapped[list[Any]] = mapped_column(default=list, server_default="[]")
+    prevent_self_approval: Mapped[bool] = mapped_column(default=True, server_default=true())
     created: Mapped[int] = _time()
     updated: Mapped[int] = _time()
 
@@ -235,6 +243,8 @@ class BuildRow(Base):
     updated: Mapped[int] = _time()
     started: Mapped[int] = _time()
     finished: Mapped[int] = _time()
+    # Why a blocked build waits for an approval ("signature"), "" if it is not held (0005).
+    hold: Mapped[str] = mapped_column(String(32), default="", server_default="")
 
 
 class RunnerRow(Base):
@@ -330,6 +340,22 @@ class LogRow(Base):
     text: Mapped[str]
 
 
+class EnvironmentRow(Base):
+    """A deployment target of a repository and its rules (migration 0010)."""
+
+    __tablename__ = "environments"
+    __table_args__ = (UniqueConstraint("repo_id", "name"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    repo_id: Mapped[int] = mapped_column(ForeignKey("repos.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(64))
+    branches: Mapped[list[Any]] = mapped_column(default=list)  # globs; empty: any branch
+    approval: Mapped[bool] = mapped_column(default=True)  # deployments wait for an approval
+    approvers: Mapped[list[Any]] = mapped_column(default=list)  # empty: anyone with write
+    created: Mapped[int] = _time()
+    updated: Mapped[int] = _time()
+
+
 class DeliveryRow(Base):
     """A webhook delivery seen, so that a redelivered hook does not start a second build."""
 
@@ -363,6 +389,53 @@ class AuditEventRow(Base):
     runner: Mapped[str] = mapped_column(String(NAME), default="")
     secret: Mapped[str] = mapped_column(String(NAME), default="")
     detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class AuthFailureRow(Base):
+    """One failed authentication (migration 0008), counted in a sliding window per key.
+
+    ``key`` is a SHA-256 hex digest of ``source:<address>`` or ``account:<login>``, never the
+    name itself: a password typed into the login field must not be stored in clear.
+    """
+
+    __tablename__ = "auth_failures"
+    __table_args__ = (Index("ix_auth_failures_key_at", "key", "at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    key: Mapped[str] = mapped_column(String(HASH))
+    at: Mapped[int] = mapped_column(BigInteger, index=True)
+
+
+class AuthLockoutRow(Base):
+    """A source or account locked until ``until`` (migration 0008); ``count`` lockouts so far
+    in a row, for the backoff (reset once a lockout has expired and a window passed clean)."""
+
+    __tablename__ = "auth_lockouts"
+
+    key: Mapped[str] = mapped_column(String(HASH), primary_key=True)
+    until: Mapped[int] = mapped_column(BigInteger)
+    count: Mapped[int] = mapped_column(default=1)
+
+
+class CronRow(Base):
+    """A repository's cron job (migration 0009). ``next`` is the one time it fires next; the
+    loop claims a due job with a compare-and-set on it, so two servers never both fire it."""
+
+    __tablename__ = "crons"
+    __table_args__ = (UniqueConstraint("repo_id", "name"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    repo_id: Mapped[int] = mapped_column(ForeignKey("repos.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(NAME))
+    expr: Mapped[str] = mapped_column(String(NAME))
+    branch: Mapped[str] = mapped_column(String(NAME))
+    disabled: Mapped[bool] = mapped_column(default=False)
+    next: Mapped[int] = mapped_column(BigInteger, default=0, index=True)
+    prev: Mapped[int] = mapped_column(BigInteger, default=0)
+    # Why the last run made no build (no such branch, forge down); "" after a good run.
+    error: Mapped[str] = mapped_column(default="")
+    created: Mapped[int] = _time()
+    updated: Mapped[int] = _time()
 
 
 class ForgeAccountRow(Base):
@@ -430,50 +503,3 @@ class RepoPermissionRow(Base):
     scopes: Mapped[list[Any]] = mapped_column(default=list)
     source: Mapped[str] = mapped_column(String(16))
     fetched: Mapped[int] = _time()
-
-
-class AuthFailureRow(Base):
-    """One failed authentication (migration 0008), counted in a sliding window per key.
-
-    ``key`` is a SHA-256 hex digest of ``source:<address>`` or ``account:<login>``, never the
-    name itself: a password typed into the login field must not be stored in clear.
-    """
-
-    __tablename__ = "auth_failures"
-    __table_args__ = (Index("ix_auth_failures_key_at", "key", "at"),)
-
-    id: Mapped[int] = mapped_column(primary_key=True)
-    key: Mapped[str] = mapped_column(String(HASH))
-    at: Mapped[int] = mapped_column(BigInteger, index=True)
-
-
-class AuthLockoutRow(Base):
-    """A source or account locked until ``until`` (migration 0008); ``count`` lockouts so far
-    in a row, for the backoff (reset once a lockout has expired and a window passed clean)."""
-
-    __tablename__ = "auth_lockouts"
-
-    key: Mapped[str] = mapped_column(String(HASH), primary_key=True)
-    until: Mapped[int] = mapped_column(BigInteger)
-    count: Mapped[int] = mapped_column(default=1)
-
-
-class CronRow(Base):
-    """A repository's cron job (migration 0009). ``next`` is the one time it fires next; the
-    loop claims a due job with a compare-and-set on it, so two servers never both fire it."""
-
-    __tablename__ = "crons"
-    __table_args__ = (UniqueConstraint("repo_id", "name"),)
-
-    id: Mapped[int] = mapped_column(primary_key=True)
-    repo_id: Mapped[int] = mapped_column(ForeignKey("repos.id", ondelete="CASCADE"))
-    name: Mapped[str] = mapped_column(String(NAME))
-    expr: Mapped[str] = mapped_column(String(NAME))
-    branch: Mapped[str] = mapped_column(String(NAME))
-    disabled: Mapped[bool] = mapped_column(default=False)
-    next: Mapped[int] = mapped_column(BigInteger, default=0, index=True)
-    prev: Mapped[int] = mapped_column(BigInteger, default=0)
-    # Why the last run made no build (no such branch, forge down); "" after a good run.
-    error: Mapped[str] = mapped_column(default="")
-    created: Mapped[int] = _time()
-    updated: Mapped[int] = _time()

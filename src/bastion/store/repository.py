@@ -29,6 +29,7 @@ filters.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 import threading
 import time
@@ -37,7 +38,17 @@ from contextlib import AbstractContextManager, contextmanager, nullcontext
 from types import TracebackType
 from typing import Any, Final, TypeVar, cast
 
-from sqlalchemy import CursorResult, Table, delete, func, inspect, select, text, update
+from sqlalchemy import (
+    CursorResult,
+    Table,
+    bindparam,
+    delete,
+    func,
+    inspect,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
@@ -45,10 +56,12 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from bastion.crypto import DecryptError, SecretBox, tokens_equal
 from bastion.store import _convert, migrate
+from bastion.store.approval_store import ApprovalStore
 from bastion.store.audit_store import AuditStore
 from bastion.store.cron_store import CronStore
 from bastion.store.encrypted import RekeyStore
 from bastion.store.engine import WRITE_OPTION, create_engine, is_memory_sqlite, normalize_url
+from bastion.store.environment_store import EnvironmentStore
 from bastion.store.errors import Conflict, NotFound, StoreError
 from bastion.store.identity_store import IdentityStore
 from bastion.store.lockout_store import LockoutStore
@@ -72,6 +85,7 @@ from bastion.store.types import (
     Repo,
     Runner,
     Stage,
+    StageEnd,
     StageKey,
     Status,
     Step,
@@ -101,7 +115,11 @@ REPO_SETTINGS: Final[dict[str, type]] = {
     "ignore_pulls": bool,
     "auto_cancel_pulls": bool,
     "auto_cancel_pushes": bool,
+    "approval_mode": str,
+    "approvers": list,
+    "prevent_self_approval": bool,
 }
+APPROVAL_MODES: Final = frozenset({"", "none", "forks", "pull_requests", "all_events"})
 
 # Rows per INSERT of log lines: far below SQLite's limit of 32766 bound parameters.
 _LOG_CHUNK = 500
@@ -116,12 +134,14 @@ _MIGRATING = threading.Lock()
 
 class Store(
     AuditStore,
-    RekeyStore,
+    ApprovalStore,
     SecretStore,
-    IdentityStore,
+    RekeyStore,
     LockoutStore,
     CronStore,
+    IdentityStore,
     TokenStore,
+    EnvironmentStore,
 ):
     """Bastion's persistent state in SQLite or PostgreSQL (see the module docstring)."""
 
@@ -145,6 +165,13 @@ class Store(
         self._dialect = self._engine.dialect.name
         # One shared connection for an in-memory SQLite database: transactions must take turns.
         self._serial: threading.Lock | None = threading.Lock() if is_memory_sqlite(parsed) else None
+        # SQLite has one writer at a time, and a writer waiting in BEGIN IMMEDIATE polls with
+        # SQLite's busy handler, sleeping up to 100 ms between tries. The writers of this
+        # process queue on this lock instead and start the moment the previous one commits
+        # (other processes still meet the busy handler).
+        self._writer: threading.RLock | None = (
+            threading.RLock() if self._dialect == "sqlite" and self._serial is None else None
+        )
         self._sessions = sessionmaker(self._engine, expire_on_commit=False, autoflush=False)
 
     def migrate(self) -> None:
@@ -549,27 +576,6 @@ class Store(
             None if repo is None else _convert.repo(repo),
         )
 
-    def start_build(self, build_id: int) -> Build | None:
-        """Mark a pending (or blocked) build ``running``, with ``started`` = now unless set: the
-        build's first lease. None when the build was not pending (nothing changed)."""
-        now = self._now()
-        statement = (
-            update(_BUILDS)
-            .where(
-                _BUILDS.c.id == build_id,
-                _BUILDS.c.status.in_([Status.PENDING.value, Status.BLOCKED.value]),
-            )
-            .values(
-                status=Status.RUNNING.value,
-                started=func.coalesce(func.nullif(_BUILDS.c.started, 0), now),
-                updated=now,
-            )
-            .returning(*_BUILDS.c)
-        )
-        with self._core(write=True) as connection:
-            row: Any = connection.execute(statement).first()
-        return None if row is None else _convert.build(row)
-
     def update_stage(
         self,
         stage_id: int,
@@ -633,10 +639,12 @@ class Store(
 
     def take_stage(
         self, stage_id: int, runner_id: int, machine: str, lease_hash: str, expires: int
-    ) -> Stage | None:
+    ) -> tuple[Stage, Build | None] | None:
         """``lease_stage`` that returns the leased stage (None for every caller but the one
-        that got it): the compare-and-set and the read in one statement (UPDATE ...
-        RETURNING), on a pooled connection without an ORM session."""
+        that got it), and the build when this lease made it ``running`` (its first lease:
+        ``started`` = now unless set; None when it was running already). The
+        compare-and-set, the read and the build's change are one write transaction (UPDATE
+        ... RETURNING), on a pooled connection without an ORM session."""
         _require_hash("lease_hash", lease_hash)
         now = self._now()
         statement = (
@@ -655,7 +663,23 @@ class Store(
         )
         with self._core(write=True) as connection:
             row: Any = connection.execute(statement).first()
-        return None if row is None else _convert.stage(row)
+            if row is None:
+                return None
+            stage = _convert.stage(row)
+            started: Any = connection.execute(
+                update(_BUILDS)
+                .where(
+                    _BUILDS.c.id == stage.build_id,
+                    _BUILDS.c.status.in_([Status.PENDING.value, Status.BLOCKED.value]),
+                )
+                .values(
+                    status=Status.RUNNING.value,
+                    started=func.coalesce(func.nullif(_BUILDS.c.started, 0), now),
+                    updated=now,
+                )
+                .returning(*_BUILDS.c)
+            ).first()
+        return stage, None if started is None else _convert.build(started)
 
     def lease_stage(
         self, stage_id: int, runner_id: int, machine: str, lease_hash: str, expires: int
@@ -792,7 +816,8 @@ class Store(
             if _stage_of(connection, stage_id) is None:
                 raise NotFound(f"stage {stage_id} does not exist")
             row: Any = connection.execute(
-                self._step_upsert(stage_id, report).returning(*_STEPS.c)
+                _step_upsert(self._dialect, bool(started), bool(stopped), returning=True),
+                _step_values(stage_id, report),
             ).one()
             return _convert.step(row)
 
@@ -805,25 +830,40 @@ class Store(
         exit_code: int = 0,
         steps: Sequence[StepReport] = (),
         running_becomes: Status = Status.ERROR,
-    ) -> tuple[Stage, bool] | None:
+    ) -> StageEnd | None:
         """End a stage in one write transaction: store the runner's final ``steps``, close the
         steps still open (running ones become ``running_becomes``, the others ``skipped``),
         and give the stage its outcome (its lease ends; ``started`` = now unless set).
 
-        Returns (stage, True) when this call ended it; (stage as it is, False) when it had
-        ended already (the first outcome is kept, the steps are not written); None when the
-        stage does not exist."""
+        Returns the stage, whether this call ended it (False when it had ended already: the
+        first outcome is kept, the steps are not written) and, when it did, its build and
+        all the build's stages as they are once it ended; None when the stage does not
+        exist."""
         now = self._now()
         with self._core(write=True) as connection:
-            # FOR UPDATE: on PostgreSQL a concurrent end of the same stage (the reaper, a
-            # retried report) waits and then sees it done; SQLite's BEGIN IMMEDIATE does that.
-            current = _stage_of(connection, stage_id, for_update=True)
+            current = _stage_of(connection, stage_id)
             if current is None:
                 return None
+            if self._dialect == "postgresql":
+                # SQLite's BEGIN IMMEDIATE runs write transactions one at a time; PostgreSQL
+                # needs row locks for the same. The build's row first: the ends of two
+                # stages of one build take turns, so the later one's snapshot below sees the
+                # earlier one done (else both could see the other running, and nobody would
+                # settle the build). Then the stage's: a concurrent end of this stage (the
+                # reaper, a retried report) waits and then sees it done.
+                connection.execute(
+                    select(_BUILDS.c.id).where(_BUILDS.c.id == current.build_id).with_for_update()
+                )
+                current = _stage_of(connection, stage_id, for_update=True)
+                if current is None:
+                    return None
             if current.status.done:
-                return current, False
+                return StageEnd(current, False, None, [])
             for report in steps:
-                connection.execute(self._step_upsert(stage_id, report))
+                connection.execute(
+                    _step_upsert(self._dialect, bool(report.started), bool(report.stopped)),
+                    _step_values(stage_id, report),
+                )
             open_steps: Any = connection.execute(
                 select(_STEPS.c.id, _STEPS.c.status).where(
                     _STEPS.c.stage_id == stage_id, _STEPS.c.status.in_(_OPEN_STATES)
@@ -851,38 +891,21 @@ class Store(
                 )
                 .returning(*_STAGES.c)
             ).one()
-            return _convert.stage(row), True
-
-    def _step_upsert(self, stage_id: int, report: StepReport) -> Any:
-        """INSERT ... ON CONFLICT (stage, number) DO UPDATE of one step."""
-        insert = self._insert(StepRow).values(
-            stage_id=stage_id,
-            number=report.number,
-            name=report.name,
-            status=Status(report.status).value,
-            exit_code=report.exit_code,
-            error=report.error,
-            started=report.started,
-            stopped=report.stopped,
-            detached=report.detached,
-            service=report.service,
-        )
-        excluded = insert.excluded
-        changes: dict[str, Any] = {
-            "name": excluded.name,
-            "status": excluded.status,
-            "exit_code": excluded.exit_code,
-            "error": excluded.error,
-            "detached": excluded.detached,
-            "service": excluded.service,
-        }
-        if report.started:
-            changes["started"] = excluded.started
-        if report.stopped:
-            changes["stopped"] = excluded.stopped
-        return insert.on_conflict_do_update(
-            index_elements=[StepRow.stage_id, StepRow.number], set_=changes
-        )
+            stage = _convert.stage(row)
+            build: Any = connection.execute(
+                select(_BUILDS).where(_BUILDS.c.id == stage.build_id)
+            ).first()
+            rows: Any = connection.execute(
+                select(_STAGES)
+                .where(_STAGES.c.build_id == stage.build_id)
+                .order_by(_STAGES.c.number)
+            )
+            return StageEnd(
+                stage,
+                True,
+                None if build is None else _convert.build(build),
+                [_convert.stage(r) for r in rows],
+            )
 
     def list_steps(self, stage_id: int) -> list[Step]:
         with self._tx() as session:
@@ -1093,7 +1116,8 @@ class Store(
 
         ``write`` transactions take SQLite's write lock at BEGIN (see engine.py); ``conflict``
         is the message of the ``Conflict`` raised for a unique-key violation."""
-        with self._serialised(), self._wrap(conflict), self._sessions() as session:
+        writer = self._writer if write and self._writer is not None else nullcontext()
+        with self._serialised(), writer, self._wrap(conflict), self._sessions() as session:
             session.connection(execution_options={WRITE_OPTION: write})
             yield session
             session.commit()
@@ -1102,7 +1126,8 @@ class Store(
     def _core(self, *, write: bool = False) -> Iterator[Connection]:
         """One transaction on a pooled connection without an ORM session: the hot path's
         single-row reads and writes (a session costs several times the query itself)."""
-        with self._serialised(), self._wrap(), self._engine.connect() as connection:
+        writer = self._writer if write and self._writer is not None else nullcontext()
+        with self._serialised(), writer, self._wrap(), self._engine.connect() as connection:
             if write:
                 connection.execution_options(**{WRITE_OPTION: True})  # applies in place
             with connection.begin():
@@ -1166,6 +1191,61 @@ _RUNNERS: Final = cast(Table, RunnerRow.__table__)
 _OPEN_STATES: Final = tuple(s.value for s in Status if not s.done)
 
 
+@functools.cache
+def _step_upsert(dialect: str, started: bool, stopped: bool, *, returning: bool = False) -> Any:
+    """INSERT ... ON CONFLICT (stage, number) DO UPDATE of one step, with bound parameters
+    named like the columns (``_step_values``); built once per variant, as building it costs
+    more than running it. ``started`` / ``stopped``: whether the update sets them."""
+    table = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    insert = table(StepRow).values({name: bindparam(name) for name in _STEP_VALUES})
+    excluded = insert.excluded
+    changes: dict[str, Any] = {
+        "name": excluded.name,
+        "status": excluded.status,
+        "exit_code": excluded.exit_code,
+        "error": excluded.error,
+        "detached": excluded.detached,
+        "service": excluded.service,
+    }
+    if started:
+        changes["started"] = excluded.started
+    if stopped:
+        changes["stopped"] = excluded.stopped
+    statement = insert.on_conflict_do_update(
+        index_elements=[StepRow.stage_id, StepRow.number], set_=changes
+    )
+    return statement.returning(*_STEPS.c) if returning else statement
+
+
+_STEP_VALUES: Final = (
+    "stage_id",
+    "number",
+    "name",
+    "status",
+    "exit_code",
+    "error",
+    "started",
+    "stopped",
+    "detached",
+    "service",
+)
+
+
+def _step_values(stage_id: int, report: StepReport) -> dict[str, Any]:
+    return {
+        "stage_id": stage_id,
+        "number": report.number,
+        "name": report.name,
+        "status": Status(report.status).value,
+        "exit_code": report.exit_code,
+        "error": report.error,
+        "started": report.started,
+        "stopped": report.stopped,
+        "detached": report.detached,
+        "service": report.service,
+    }
+
+
 def _stage_of(connection: Connection, stage_id: int, *, for_update: bool = False) -> Stage | None:
     query = select(_STAGES).where(_STAGES.c.id == stage_id)
     row: Any = connection.execute(query.with_for_update() if for_update else query).first()
@@ -1207,6 +1287,13 @@ def _check_repo_setting(name: str, value: object) -> None:
         raise ValueError(f"timeout is in minutes and at least 1, not {value}")
     if name in ("config_path", "default_branch") and not value:
         raise ValueError(f"repository setting {name!r} may not be empty")
+    if name == "approval_mode" and value not in APPROVAL_MODES:
+        modes = ", ".join(sorted(m for m in APPROVAL_MODES if m))
+        raise ValueError(f"approval_mode must be one of {modes} (or empty: the server's default)")
+    if name == "approvers" and not (
+        isinstance(value, list) and all(isinstance(v, str) and v for v in value)
+    ):
+        raise ValueError("approvers must be a list of logins")
 
 
 def _first_line(exc: SQLAlchemyError) -> str:

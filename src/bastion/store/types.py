@@ -96,6 +96,12 @@ class Repo:
     auto_cancel_pushes: bool
     created: int
     updated: int
+    # Which builds wait for an approval: none, forks, pull_requests, all_events; "" = the
+    # server's default. Who may approve ("" = anyone with write access), and whether the
+    # author of a change may approve it.
+    approval_mode: str = ""
+    approvers: tuple[str, ...] = ()
+    prevent_self_approval: bool = True
 
     @property
     def slug(self) -> str:
@@ -185,6 +191,7 @@ class Build:
     updated: int
     started: int
     finished: int
+    hold: str = ""  # why a blocked build waits for an approval: "signature"; "" if not held
 
 
 @dataclass(frozen=True)
@@ -259,6 +266,18 @@ class StepReport:
 
 
 @dataclass(frozen=True)
+class StageEnd:
+    """What ``Store.finish_stage`` did: the stage, whether this call ended it, and (when it
+    did) its build and all the build's stages as they were right after, in the same
+    transaction."""
+
+    stage: Stage
+    ended: bool
+    build: Build | None
+    stages: list[Stage]
+
+
+@dataclass(frozen=True)
 class Runner:
     id: int
     name: str
@@ -319,6 +338,7 @@ class NewBuild:
     error: str = ""
     parent: int = 0
     params: dict[str, str] = field(default_factory=dict)
+    hold: str = ""  # see Build.hold
 
 
 @dataclass(frozen=True)
@@ -385,3 +405,19 @@ class RekeyReport:
             n for per_key in self.keys.values() for kid, n in per_key.items()
             if kid != self.current_key_id
         )
+
+
+@dataclass(frozen=True)
+class Environment:
+    """A deployment target of a repository: which branches may be promoted or rolled back
+    to it (globs; empty = any), whether a deployment waits for an approval, and who may
+    give it (empty = anyone with write access)."""
+
+    id: int
+    repo_id: int
+    name: str
+    branches: tuple[str, ...]
+    approval: bool
+    approvers: tuple[str, ...]
+    created: int
+    updated: int

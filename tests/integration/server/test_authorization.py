@@ -142,6 +142,56 @@ ROUTES = [
         "/api/repos/acme/web/builds/1",
         ADMIN,
     ),
+    *(
+        Route(
+            "POST",
+            f"/api/repos/{{owner}}/{{name}}/builds/{{number}}/{verb}{stage}",
+            f"/api/repos/acme/web/builds/1/{verb}{stage.replace('{stage}', '1')}",
+            # Build 1 is not blocked: an administrator is let in and told there is nothing
+            # to approve.
+            {**ADMIN, "admin": 409},
+        )
+        for verb in ("approve", "decline")
+        for stage in ("", "/{stage}")
+    ),
+    *(
+        Route(
+            "POST",
+            f"/api/repos/{{owner}}/{{name}}/builds/{{number}}/{verb}",
+            f"/api/repos/acme/web/builds/1/{verb}?target=staging",
+            {**ADMIN, "admin": 200},
+        )
+        for verb in ("promote", "rollback")
+    ),
+    Route(
+        "GET", "/api/repos/{owner}/{name}/environments", "/api/repos/acme/web/environments", USER
+    ),
+    Route(
+        "POST",
+        "/api/repos/{owner}/{name}/environments",
+        "/api/repos/acme/web/environments",
+        ADMIN,
+        body={"name": "production", "branches": ["main"]},
+    ),
+    Route(
+        "GET",
+        "/api/repos/{owner}/{name}/environments/{environment}",
+        "/api/repos/acme/web/environments/qa",
+        USER,
+    ),
+    Route(
+        "DELETE",
+        "/api/repos/{owner}/{name}/environments/{environment}",
+        "/api/repos/acme/web/environments/qa",
+        {**ADMIN, "admin": 204},
+    ),
+    Route(
+        "POST",
+        "/api/repos/{owner}/{name}/sign",
+        "/api/repos/acme/web/sign",
+        ADMIN,
+        body={"data": "kind: pipeline\nname: x\n"},
+    ),
     Route(
         "GET",
         "/api/repos/{owner}/{name}/builds/{number}/logs/{stage}/{step}",
@@ -184,6 +234,11 @@ def _world(tmp_path: Path) -> Iterator[World]:
         server.user_token("spare")
         store = server.ctx.store
         store.set_repo_secret(store_repo_id(server), "token", "world-token-value")
+        store.put_environment(
+            store_repo_id(server), "qa", branches=[], approval=False, approvers=[]
+        )
+        store.set_shared_secret("org", "acme", "token", "org-token-value", SecretFilters())
+        store.set_shared_secret("global", "", "token", "global-token-value", SecretFilters())
         revoked_user = store.create_user("revoked")
         revoked = new_token("api")
         token = store.create_token(revoked_user.id, "t", hash_token(revoked), ALL_SCOPES)
@@ -203,8 +258,6 @@ def _world(tmp_path: Path) -> Iterator[World]:
                 "blocked": blocked,
             },
         )
-        store.set_shared_secret("org", "acme", "token", "org-token-value", SecretFilters())
-        store.set_shared_secret("global", "", "token", "global-token-value", SecretFilters())
 
 
 def store_repo_id(server: Harness, slug: str = "acme/web") -> int:

@@ -391,11 +391,15 @@ def test_a_fork_pull_request_gets_nothing_whatever_the_flags(
     assert build is not None
     assert build.fork
     runner = FakeRunner(server, "r1")
+    # Held for approval by default (approval mode forks); approving it grants no secrets.
+    assert runner.poll(wait=0.2) is None
+    assert api.post(f"/api/repos/{GH}/builds/1/approve").status_code == 200
     lease = runner.poll()
     assert lease is not None
     assert details(runner, lease).secrets == {}
     # A restart is a fork's build too.
     assert api.post(f"/api/repos/{GH}/builds/1").status_code == 200
+    assert api.post(f"/api/repos/{GH}/builds/2/approve").status_code == 200
     second = runner.poll()
     assert second is not None
     assert details(runner, second).secrets == {}

@@ -150,6 +150,6 @@ def test_migrations_ship_inside_the_package() -> None:
     assert MIGRATIONS_DIR.parent == Path(bastion.store.__file__).resolve().parent
     assert (MIGRATIONS_DIR / "env.py").is_file()
     assert (MIGRATIONS_DIR / "script.py.mako").is_file()
-    assert head_revision() == "0004"
-    assert next_revision_id() == "0005"
+    assert head_revision() == "0010"
+    assert next_revision_id() == "0011"
     assert not os.path.exists(MIGRATIONS_DIR / "alembic.ini")

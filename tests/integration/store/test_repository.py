@@ -20,10 +20,19 @@ from tests.integration.store.helpers import FakeClock
 from bastion.crypto import SecretBox, hash_token, new_token
 from bastion.store import Conflict, NotFound, Store, StoreError
 from bastion.store.engine import create_engine
-from bastion.store.types import NewBuild, NewStage, Repo, Scope, Stage, StageKey, Status
+from bastion.store.types import (
+    NewBuild,
+    NewStage,
+    Repo,
+    Scope,
+    Stage,
+    StageKey,
+    Status,
+    StepReport,
+)
 
 T = TypeVar("T")
-HEAD = "0004"
+HEAD = "0010"
 LEASE = hash_token("lease-1")
 OTHER_LEASE = hash_token("lease-2")
 
@@ -532,8 +541,24 @@ def test_migration_0002_keeps_existing_secrets(db_url: str) -> None:
         engine.dispose()
     with Store(db_url, secret_key=SECRET_KEY) as store:
         assert store.schema_revision() == "0001"
-        repo = store.create_repo("acme", "web")
-        blob = SecretBox(SECRET_KEY).encrypt(b"written-by-0001", f"repo:{repo.id}:token".encode())
+        engine = create_engine(db_url)
+        try:
+            with engine.begin() as conn:
+                # Raw SQL, not the store: the models describe the newest schema, not 0001's.
+                repo_id = conn.execute(
+                    sa.text(
+                        "INSERT INTO repos (owner, name, forge, forge_id, active, trusted, "
+                        "protected, private, visibility, timeout, config_path, default_branch, "
+                        "http_url, ssh_url, link, counter, ignore_forks, ignore_pulls, "
+                        "auto_cancel_pulls, auto_cancel_pushes, created, updated) VALUES "
+                        "('acme', 'web', 'local', '', true, false, false, true, 'private', 60, "
+                        "'.drone.yml', 'main', '', '', '', 0, false, false, false, false, 1, 1) "
+                        "RETURNING id"
+                    )
+                ).scalar_one()
+        finally:
+            engine.dispose()
+        blob = SecretBox(SECRET_KEY).encrypt(b"written-by-0001", f"repo:{repo_id}:token".encode())
         engine = create_engine(db_url)
         try:
             with engine.begin() as conn:
@@ -542,16 +567,16 @@ def test_migration_0002_keeps_existing_secrets(db_url: str) -> None:
                         "INSERT INTO repo_secrets (repo_id, name, value, created, updated) "
                         "VALUES (:r, 'token', :v, 1, 1)"
                     ),
-                    {"r": repo.id, "v": blob},
+                    {"r": repo_id, "v": blob},
                 )
         finally:
             engine.dispose()
         store.migrate()
         assert store.schema_revision() == HEAD
-        assert store.get_repo_secret(repo.id, "token") == "written-by-0001"
-        [meta] = store.describe_repo_secrets(repo.id)
+        assert store.get_repo_secret(repo_id, "token") == "written-by-0001"
+        [meta] = store.describe_repo_secrets(repo_id)
         assert not meta.pull_request
-        store.set_repo_secret(repo.id, "npm", "for-pull-requests", pull_request=True)
+        store.set_repo_secret(repo_id, "npm", "for-pull-requests", pull_request=True)
     engine = create_engine(db_url)
     try:
         with engine.begin() as conn:
@@ -903,6 +928,83 @@ def test_lease_races_on_many_stages(store: Store, repo: Repo) -> None:
     results = race(6, grab)
     won = sorted(sid for r in results for sid in r)
     assert won == sorted(s.id for s in stages)
+
+
+def test_take_stage_starts_the_build_on_its_first_lease_only(
+    store: Store, repo: Repo, runner_id: int, clock: FakeClock
+) -> None:
+    build_id, stages = make_build(store, repo, stages=2)
+    clock.advance(1)
+    taken = store.take_stage(stages[0].id, runner_id, "host-1", LEASE, int(clock()) + 60)
+    assert taken is not None
+    first, started = taken
+    assert (first.status, first.machine, first.started) == (Status.RUNNING, "host-1", int(clock()))
+    assert started is not None and (started.id, started.status) == (build_id, Status.RUNNING)
+    assert started.started == int(clock())
+    clock.advance(1)
+    taken = store.take_stage(stages[1].id, runner_id, "host-1", OTHER_LEASE, int(clock()) + 60)
+    assert taken is not None and taken[1] is None  # running already: nothing changed
+    assert store.get_build_by_id(build_id).started == int(clock()) - 1  # type: ignore[union-attr]
+    assert store.take_stage(stages[0].id, runner_id, "host-2", OTHER_LEASE, 2**31) is None
+    assert store.take_stage(9999, runner_id, "host-1", LEASE, 2**31) is None
+
+
+def test_finish_stage_writes_the_steps_closes_the_open_ones_and_keeps_the_first_end(
+    store: Store, repo: Repo, runner_id: int, clock: FakeClock
+) -> None:
+    build_id, [stage, other] = make_build(store, repo, stages=2)
+    assert store.take_stage(stage.id, runner_id, "host-1", LEASE, 2**31) is not None
+    store.upsert_step(stage.id, 2, "left running", status=Status.RUNNING, started=5)
+    store.upsert_step(stage.id, 3, "never started", status=Status.PENDING)
+    clock.advance(1)
+    report = StepReport(number=1, name="build", status=Status.SUCCESS, started=3, stopped=4)
+    end = store.finish_stage(
+        stage.id,
+        status=Status.ERROR,
+        error="boom",
+        exit_code=2,
+        steps=[report],
+        running_becomes=Status.ERROR,
+    )
+    assert end is not None and end.ended
+    assert (end.stage.status, end.stage.error, end.stage.exit_code) == (Status.ERROR, "boom", 2)
+    assert end.stage.stopped == int(clock())
+    assert end.build is not None and end.build.id == build_id
+    assert [(s.id, s.status) for s in end.stages] == [
+        (stage.id, Status.ERROR),
+        (other.id, Status.PENDING),
+    ]
+    steps = {s.number: s for s in store.list_steps(stage.id)}
+    assert (steps[1].status, steps[1].started, steps[1].stopped) == (Status.SUCCESS, 3, 4)
+    assert (steps[2].status, steps[2].started, steps[2].stopped) == (
+        Status.ERROR,
+        5,
+        int(clock()),
+    )
+    assert steps[3].status == Status.SKIPPED
+    assert store.check_lease(stage.id, runner_id, LEASE) is None  # the lease ended with it
+    again = store.finish_stage(stage.id, status=Status.SUCCESS, error="", steps=[report])
+    assert again is not None and not again.ended
+    assert again.stage.status == Status.ERROR  # the first outcome is kept
+    assert store.finish_stage(9999, status=Status.SUCCESS, error="") is None
+
+
+def test_stages_ending_at_once_leave_one_that_sees_the_build_done(
+    store: Store, repo: Repo, runner_id: int
+) -> None:
+    """The build state machine skips settling when its snapshot shows stages still running:
+    of stages ending concurrently, exactly one must see all of them done (PostgreSQL too,
+    where a snapshot could otherwise miss a concurrent end that commits after it)."""
+    for _ in range(3):
+        _, stages = make_build(store, repo, stages=8)
+        for i, s in enumerate(stages):
+            assert store.take_stage(s.id, runner_id, "m", hash_token(f"l{s.id}:{i}"), 2**31)
+        ids = [s.id for s in stages]
+        ends = race(
+            8, lambda i, ids=ids: store.finish_stage(ids[i], status=Status.SUCCESS, error="")
+        )
+        saw_all_done = [e for e in ends if e is not None and all(s.status.done for s in e.stages)]
+        assert len(saw_all_done) == 1
 
 
 def test_check_lease(store: Store, stage: Stage, runner_id: int, clock: FakeClock) -> None:

@@ -13,12 +13,14 @@ from bastion.server.api import (
     audit,
     builds,
     cron,
+    environments,
     login,
     org_secrets,
     permissions,
     repos,
     runners,
     secrets,
+    sign,
     stream,
     system,
     tokens,
@@ -28,11 +30,12 @@ from bastion.server.api import (
 
 def api_router() -> APIRouter:
     router = APIRouter()
-    for module in (system, users, repos, secrets, org_secrets, builds, cron, runners, stream):
+    for module in (system, users, repos, secrets, org_secrets, sign, builds, cron, runners, stream):
         router.include_router(module.router)
     router.include_router(tokens.router)
     router.include_router(login.router)  # /login, /logout, login links
     router.include_router(permissions.router)
+    router.include_router(environments.router)
     for module in (audit, admin):  # system administrators only
         router.include_router(module.router)
     return router

@@ -4,6 +4,12 @@
 a ``custom`` build of ``?commit=`` or of the head of ``?branch=`` (local forge);
 ``POST .../builds/{number}`` restarts (a new build with ``parent`` = number) and ``DELETE``
 cancels. Starting, restarting and cancelling need write access to the repository.
+``POST .../builds/{number}/approve[/{stage}]`` and ``.../decline[/{stage}]`` release a
+``blocked`` build (or one stage of it): write access, and administrator access when the build
+is held for its configuration's signature (``services.approvals``).
+``POST .../builds/{number}/promote?target=ENV&KEY=VALUE...`` and ``.../rollback`` start a
+deployment of the build's commit to ``ENV`` (Drone's paths and query), write access; the
+environment's rules may refuse it (403) or hold it for an approval.
 ``GET .../logs/{stage}/{step}`` answers Drone's ``[{pos, out, time}]``.
 """
 
@@ -11,14 +17,14 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 
 from bastion.rpc.api import BuildOut, LogLineOut
-from bastion.server.auth import CtxDep, RepoRead, RepoWrite
+from bastion.server.auth import CtxDep, RepoAccess, RepoRead, RepoWrite, repo_scopes
 from bastion.server.context import ServerContext
-from bastion.server.errors import NotFound
+from bastion.server.errors import BadRequest, NotFound
 from bastion.server.views import build_out, log_line_out, stage_out
-from bastion.store.types import Build, Repo, Stage, Step
+from bastion.store.types import Build, Repo, Scope, Stage, Step
 
 router = APIRouter(tags=["builds"])
 
@@ -113,3 +119,80 @@ def cancel_build(number: int, access: RepoWrite, ctx: CtxDep) -> BuildOut:
 def get_logs(number: int, stage: int, step: int, access: RepoRead, ctx: CtxDep) -> list[LogLineOut]:
     _build, found_stage, found_step = find_step(ctx, access.repo, number, stage, step)
     return [log_line_out(n, t, text) for n, t, text in ctx.logs.read(found_stage, found_step)]
+
+
+def _granted(access: RepoAccess) -> frozenset[Scope]:
+    """What the caller may do on the repository: its role's scopes that its token allows."""
+    principal = access.principal
+    granted = repo_scopes(principal.user, access.repo, principal.grants)
+    return frozenset(s for s in granted if principal.allows(s))
+
+
+def _release(
+    number: int, stage: int | None, access: RepoAccess, ctx: ServerContext, *, approve: bool
+) -> BuildOut:
+    build = find_build(ctx, access.repo, number)
+    release = ctx.approvals.approve if approve else ctx.approvals.decline
+    released = release(
+        access.repo,
+        build,
+        by=access.principal.user.login,
+        granted=_granted(access),
+        stage=stage,
+    )
+    return full_build(ctx, released)
+
+
+@router.post(PREFIX + "/{number}/approve")
+def approve_build(number: int, access: RepoWrite, ctx: CtxDep) -> BuildOut:
+    return _release(number, None, access, ctx, approve=True)
+
+
+@router.post(PREFIX + "/{number}/approve/{stage}")
+def approve_stage(number: int, stage: int, access: RepoWrite, ctx: CtxDep) -> BuildOut:
+    return _release(number, stage, access, ctx, approve=True)
+
+
+@router.post(PREFIX + "/{number}/decline")
+def decline_build(number: int, access: RepoWrite, ctx: CtxDep) -> BuildOut:
+    return _release(number, None, access, ctx, approve=False)
+
+
+@router.post(PREFIX + "/{number}/decline/{stage}")
+def decline_stage(number: int, stage: int, access: RepoWrite, ctx: CtxDep) -> BuildOut:
+    return _release(number, stage, access, ctx, approve=False)
+
+
+_MAX_PARAMS = 50
+
+
+def _deploy(
+    number: int, request: Request, access: RepoAccess, ctx: ServerContext, *, event: str
+) -> BuildOut:
+    query = request.query_params
+    target = query.get("target", "")
+    if not target:
+        raise BadRequest("query parameter target is required: the environment to deploy to")
+    params = {k: v for k, v in query.multi_items() if k != "target"}
+    if len(params) > _MAX_PARAMS:
+        raise BadRequest(f"at most {_MAX_PARAMS} parameters")
+    build = find_build(ctx, access.repo, number)
+    deployed = ctx.trigger.promote(
+        access.repo,
+        build,
+        target=target,
+        params=params,
+        by=access.principal.user.login,
+        event=event,
+    )
+    return full_build(ctx, deployed)
+
+
+@router.post(PREFIX + "/{number}/promote")
+def promote_build(number: int, request: Request, access: RepoWrite, ctx: CtxDep) -> BuildOut:
+    return _deploy(number, request, access, ctx, event="promote")
+
+
+@router.post(PREFIX + "/{number}/rollback")
+def rollback_build(number: int, request: Request, access: RepoWrite, ctx: CtxDep) -> BuildOut:
+    return _deploy(number, request, access, ctx, event="rollback")

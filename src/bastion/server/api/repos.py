@@ -28,11 +28,12 @@ from bastion.server.auth import (
     RepoRead,
     RepoWrite,
     UserDep,
+    check_repo_access,
     repo_scopes,
 )
 from bastion.server.errors import BadRequest, Conflict, Forbidden, Unavailable
-from bastion.server.views import repo_out
 from bastion.server.identity.permissions import check_activation
+from bastion.server.views import repo_out
 from bastion.store.types import Scope
 
 log = logging.getLogger("bastion.server")
@@ -51,8 +52,8 @@ def list_repos(principal: UserDep, ctx: CtxDep) -> list[RepoOut]:
 
 @router.post("/api/repos")
 def create_repo(body: RepoCreate, admin: AdminDep, ctx: CtxDep) -> RepoCreated:
-    if ctx.store.get_repo(body.owner, body.name) is not None:
     check_activation(ctx.settings, body.owner, body.name)
+    if ctx.store.get_repo(body.owner, body.name) is not None:
         raise Conflict(f"repository {body.owner}/{body.name} already exists")
     visibility = "private" if body.private else "public"
     if body.forge == "local":
@@ -122,8 +123,8 @@ def get_repo(access: RepoRead, ctx: CtxDep) -> RepoOut:
 
 @router.post("/api/repos/{owner}/{name}")
 def enable_repo(access: RepoAdmin, ctx: CtxDep) -> RepoOut:
-    return repo_out(ctx.store.update_repo(access.repo.id, active=True))
     check_activation(ctx.settings, access.repo.owner, access.repo.name)
+    return repo_out(ctx.store.update_repo(access.repo.id, active=True))
 
 
 @router.delete("/api/repos/{owner}/{name}")
@@ -134,6 +135,9 @@ def disable_repo(access: RepoAdmin, ctx: CtxDep) -> RepoOut:
 _PATCH_FIELDS = {
     "trusted": "trusted",
     "protected": "protected",
+    "approval_mode": "approval_mode",
+    "approvers": "approvers",
+    "prevent_self_approval": "prevent_self_approval",
     "visibility": "visibility",
     "timeout": "timeout",
     "config_path": "config_path",
@@ -148,6 +152,17 @@ _PATCH_FIELDS = {
 def update_repo(body: RepoPatch, access: RepoWrite, ctx: CtxDep) -> RepoOut:
     if body.trusted is not None and not access.principal.admin:
         raise Forbidden("only a system administrator may change trusted")
+    reviewing = (
+        body.protected is not None and body.protected != access.repo.protected,
+        body.approval_mode is not None and body.approval_mode != access.repo.approval_mode,
+        body.approvers is not None and tuple(body.approvers) != access.repo.approvers,
+        body.prevent_self_approval is not None
+        and body.prevent_self_approval != access.repo.prevent_self_approval,
+    )
+    if any(reviewing):
+        # These decide what runs unreviewed and who reviews it: the same access as approving
+        # a configuration (repository administrators).
+        check_repo_access(access.principal, access.repo, Scope.ADMIN)
     changes = {
         stored: getattr(body, field)
         for field, stored in _PATCH_FIELDS.items()

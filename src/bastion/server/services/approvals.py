@@ -15,9 +15,29 @@ The signing key never leaves the server: ``POST /api/repos/{owner}/{name}/sign``
 signature made for one repository does not verify in another (each has its own key), and
 any edit to the signed text, comments included, breaks it.
 
+**Approval modes.** Apart from signatures, a repository's ``approval_mode`` (or the
+server's ``BASTION_APPROVAL_MODE``, default ``forks``) holds builds for review before they
+run: ``none``; ``forks`` — pull requests from forks; ``pull_requests`` — every pull request;
+``all_events`` — every build a forge event starts (push, tag, pull request, promote,
+rollback). ``custom`` builds (started through the API by someone with write access) and
+``cron`` builds (started by the server on a branch an administrator chose) are never held
+for approval. Every build is its own approval: a new commit to a pull request makes a new
+build, held again. Restarts are held again too.
+
+**Deployments.** ``promote`` and ``rollback`` builds (``POST .../builds/{n}/promote``) name a
+target. A target the repository defines as an environment (``environments`` table) adds
+rules: the deployed build's branch must match one of its ``branches`` globs (checked when the
+promotion is asked for, and again on restart), and with ``approval`` the deployment is held
+(``hold = "deploy"``) for one of its ``approvers`` (or, if it names none, anyone with write
+access) — never the person who asked for the promotion while ``prevent_self_approval`` is on.
+A target without an environment promotes as in Drone: write access, no approval.
+
 **Approving.** Who may release a held build depends on why it is held: a signature hold
 needs repository administrator access (an unsigned configuration is exactly the change the
-protection exists to review). Approval and decline are compare-and-sets in the store
+protection exists to review); an approval hold needs write access and, when the repository
+names ``approvers``, to be one of them. With ``prevent_self_approval`` (the default) the
+author or the sender of the change may not approve it, whatever their access — they may
+still decline it. Approval and decline are compare-and-sets in the store
 (``ApprovalStore.release_held_build``): of two racing approvals, or an approval racing a
 decline or a cancel, one wins and the other gets 409. Each is an audit event
 (``build.approved`` / ``build.declined``) naming who did it.
@@ -32,15 +52,55 @@ from bastion.server.errors import Conflict, Forbidden
 from bastion.server.services.audit import AuditLog
 from bastion.server.services.builds import BuildService
 from bastion.server.services.signals import Wakeups
+from bastion.spec.conditions import glob_match
 from bastion.store.repository import Store
-from bastion.store.types import Build, Repo, Scope
+from bastion.store.types import Build, Environment, Repo, Scope
 
 log = logging.getLogger("bastion.server")
 
 HOLD_SIGNATURE = "signature"
+HOLD_APPROVAL = "approval"
+HOLD_DEPLOY = "deploy"
+DEPLOY_EVENTS = frozenset({"promote", "rollback"})
 
 # Who may release a build held for each reason.
-_APPROVER_SCOPE = {HOLD_SIGNATURE: Scope.ADMIN}
+_APPROVER_SCOPE = {
+    HOLD_SIGNATURE: Scope.ADMIN,
+    HOLD_APPROVAL: Scope.WRITE,
+    HOLD_DEPLOY: Scope.WRITE,
+}
+# Started by someone with write access (custom) or by the server (cron): never held.
+_NEVER_HELD_EVENTS = frozenset({"custom", "cron"})
+
+
+def approval_mode(repo: Repo, server_default: str) -> str:
+    """The approval mode in force for ``repo``."""
+    return repo.approval_mode or server_default
+
+
+def approval_problem(repo: Repo, server_default: str, *, event: str, fork: bool) -> str | None:
+    """Why a build of ``event`` in ``repo`` waits for an approval; None when it does not."""
+    mode = approval_mode(repo, server_default)
+    if event in _NEVER_HELD_EVENTS or mode == "none":
+        return None
+    if mode == "forks" and not (event == "pull_request" and fork):
+        return None
+    if mode == "pull_requests" and event != "pull_request":
+        return None
+    what = {
+        "forks": "pull requests from forks",
+        "pull_requests": "pull requests",
+        "all_events": f"every {event} build",
+    }.get(mode, f"{event} builds")
+    who = (
+        "one of its approvers (" + ", ".join(repo.approvers) + ")"
+        if repo.approvers
+        else "someone with write access"
+    )
+    return (
+        f"{repo.slug} holds {what} for approval (approval mode {mode}): {who} must approve "
+        "this build before it runs"
+    )
 
 
 def signature_problem(store: Store, repo: Repo, config: bytes) -> str | None:
@@ -63,6 +123,30 @@ def signature_problem(store: Store, repo: Repo, config: bytes) -> str | None:
             f"`bastion sign {repo.slug} --save`"
         )
     return None
+
+
+def deploy_refusal(environment: Environment | None, *, branch: str) -> str | None:
+    """Why a build of ``branch`` may not be deployed to ``environment``; None if it may."""
+    if environment is None or not environment.branches:
+        return None
+    if any(glob_match(pattern, branch) for pattern in environment.branches):
+        return None
+    return (
+        f"branch {branch or '(none)'!r} may not be deployed to {environment.name}: it takes "
+        + ", ".join(environment.branches)
+    )
+
+
+def deploy_problem(environment: Environment | None) -> str | None:
+    """Why a deployment to ``environment`` waits for an approval; None when it does not."""
+    if environment is None or not environment.approval:
+        return None
+    who = (
+        "one of its approvers (" + ", ".join(environment.approvers) + ")"
+        if environment.approvers
+        else "someone with write access"
+    )
+    return f"deployments to {environment.name} wait for an approval: {who} must approve it"
 
 
 def approver_scope(build: Build) -> Scope:
@@ -108,6 +192,27 @@ class ApprovalService:
                 f"build #{build.number} of {repo.slug} is held ({build.hold or 'approval'}): "
                 f"to {verb} it needs {needed.value} access to the repository"
             )
+        if build.hold == HOLD_APPROVAL and repo.approvers and by not in repo.approvers:
+            raise Forbidden(
+                f"only the approvers of {repo.slug} may {verb} its held builds: "
+                + ", ".join(repo.approvers)
+            )
+        if build.hold == HOLD_DEPLOY:
+            environment = self._store.get_environment(repo.id, build.deploy_to)
+            if (
+                environment is not None
+                and environment.approvers
+                and (by not in environment.approvers)
+            ):
+                raise Forbidden(
+                    f"only the approvers of {build.deploy_to} may {verb} deployments to it: "
+                    + ", ".join(environment.approvers)
+                )
+        if approve and repo.prevent_self_approval and _is_author(by, build):
+            raise Forbidden(
+                f"you may not approve your own change (build #{build.number} of {repo.slug}, "
+                "prevent_self_approval is on): someone else must review it"
+            )
         error = f"declined by {by}"
         if not self._store.release_held_build(
             build.id, approve=approve, stage_number=stage, error=error
@@ -128,3 +233,10 @@ class ApprovalService:
         if approve:
             self._scheduler_wakeups.notify(None)
         return self._builds.advance(build.id)
+
+
+def _is_author(login: str, build: Build) -> bool:
+    """True when ``login`` wrote or sent the change ``build`` is for (case-insensitive, as
+    forge logins are)."""
+    who = login.casefold()
+    return any(who == other.casefold() for other in (build.author_login, build.sender) if other)

@@ -18,6 +18,12 @@ push, custom build from the API, restart — so every build gets the same checks
 4. The repository's trust policy reviews every pipeline that may run. Any refusal makes the
    build ``error`` with every reason (each names the pipeline and the step) and no stages:
    nothing of it runs.
+5. A protected repository's config must carry a valid signature
+   (``services.approvals.signature_problem``); otherwise the build and every stage that
+   would run are ``blocked`` (``hold = "signature"``) until a repository administrator
+   approves or declines it. The repository's approval mode may hold it too
+   (``approval_problem``: by default, pull requests from forks; ``hold = "approval"``).
+   Restarts and custom builds come through here too, so an old verdict is never reused.
 
 Untrusted text (commit message, branch, title) is only ever compared and stored; the config
 is parsed as it is in the repository, with nothing substituted into it.
@@ -27,6 +33,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
 from bastion.engine.hardening import Hardening
@@ -34,8 +41,18 @@ from bastion.policy.trust import review_pipeline
 from bastion.scm.errors import ForgeError
 from bastion.scm.events import HookEvent
 from bastion.scm.webhooks import skip_ci
-from bastion.server.errors import BadRequest
+from bastion.server.errors import BadRequest, Forbidden
 from bastion.server.forges import ForgeAccess
+from bastion.server.services.approvals import (
+    DEPLOY_EVENTS,
+    HOLD_APPROVAL,
+    HOLD_DEPLOY,
+    HOLD_SIGNATURE,
+    approval_problem,
+    deploy_problem,
+    deploy_refusal,
+    signature_problem,
+)
 from bastion.server.services.builds import BuildService
 from bastion.server.settings import ServerSettings
 from bastion.spec import dag
@@ -45,6 +62,7 @@ from bastion.spec.context import BuildContext, Commit, System
 from bastion.spec.context import Repo as CtxRepo
 from bastion.spec.model import Condition, Pipeline
 from bastion.spec.parse import parse
+from bastion.store.repository import Store
 from bastion.store.types import Build, NewBuild, NewStage, Repo, Status
 
 log = logging.getLogger("bastion.server")
@@ -53,6 +71,9 @@ _SKIP_CI_EVENTS = frozenset({"push", "pull_request"})
 _SHA = re.compile(r"^[0-9a-f]{40}(?:[0-9a-f]{24})?$")
 _BRANCH = re.compile(r"^[A-Za-z0-9._/-]{1,255}$")
 _MAX_ERROR_CHARS = 8000
+_TARGET = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_PARAM = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+_MAX_PARAM = 4096
 
 
 @dataclass(frozen=True)
@@ -155,11 +176,13 @@ class TriggerService:
         forges: ForgeAccess,
         builds: BuildService,
         hardening: Hardening,
+        store: Store,
     ) -> None:
         self._settings = settings
         self._forges = forges
         self._builds = builds
         self._hardening = hardening
+        self._store = store
 
     def trigger(self, repo: Repo, request: BuildRequest) -> TriggerOutcome:
         reason = self._not_built(repo, request)
@@ -174,6 +197,54 @@ class TriggerService:
         config is read and checked again: what was refused stays refused, and a repository
         that lost its trust since does not run with the old verdict."""
         request = BuildRequest.from_build(build, trigger=by)
+        new_build, stages = self.plan(repo, request)
+        return self._builds.create(repo, new_build, stages)
+
+    def promote(
+        self,
+        repo: Repo,
+        build: Build,
+        *,
+        target: str,
+        params: Mapping[str, str],
+        by: str,
+        event: str = "promote",
+    ) -> Build:
+        """A ``promote`` (or ``rollback``) build of ``build``'s commit to ``target``: a new
+        build with ``parent`` = its number, the deploy target and parameters set. A target
+        defined as an environment whose branches do not include the build's branch is refused
+        (403) before anything is stored."""
+        if event not in DEPLOY_EVENTS:
+            raise BadRequest(f"event {event!r}: a deployment is promote or rollback")
+        if not _TARGET.match(target):
+            raise BadRequest(
+                f"target {target[:80]!r}: 1 to 64 letters, digits, '.', '_' or '-' "
+                "(e.g. production)"
+            )
+        for key, value in params.items():
+            if not _PARAM.match(key) or len(value) > _MAX_PARAM:
+                raise BadRequest(
+                    f"parameter {key[:64]!r}: names are letters, digits and _ (not starting "
+                    f"with a digit), values at most {_MAX_PARAM} characters"
+                )
+        if build.event in DEPLOY_EVENTS or build.event == "pull_request":
+            raise BadRequest(
+                f"build #{build.number} is a {build.event} build: promote a build of a branch "
+                "or tag"
+            )
+        environment = self._store.get_environment(repo.id, target)
+        refused = deploy_refusal(environment, branch=build.target)
+        if refused is not None:
+            raise Forbidden(refused)
+        request = replace(
+            BuildRequest.from_build(build, trigger=by),
+            event=event,
+            deploy_to=target,
+            params=dict(params),
+            sender=by,
+            parent=build.number,
+            action="",
+        )
         new_build, stages = self.plan(repo, request)
         return self._builds.create(repo, new_build, stages)
 
@@ -297,6 +368,31 @@ class TriggerService:
         ]
         if all(s.status == Status.SKIPPED for s in stages):
             return _replace_status(base, Status.SKIPPED), stages
+        unsigned = signature_problem(self._store, repo, raw)
+        unapproved = approval_problem(
+            repo, self._settings.approval_mode, event=request.event, fork=request.fork
+        )
+        undeployed = None
+        if request.event in DEPLOY_EVENTS:
+            environment = self._store.get_environment(repo.id, request.deploy_to)
+            refused = deploy_refusal(environment, branch=request.branch)
+            if refused is not None:
+                return _errored(base, refused)
+            undeployed = deploy_problem(environment)
+        reasons = [r for r in (unsigned, unapproved, undeployed) if r is not None]
+        if reasons:
+            held = [
+                replace(s, status=Status.BLOCKED) if s.status != Status.SKIPPED else s
+                for s in stages
+            ]
+            hold = (
+                HOLD_SIGNATURE
+                if unsigned is not None
+                else HOLD_APPROVAL
+                if unapproved is not None
+                else HOLD_DEPLOY
+            )
+            return replace(base, status=Status.BLOCKED, error="\n".join(reasons), hold=hold), held
         return base, stages
 
     def _context(self, repo: Repo, request: BuildRequest) -> BuildContext:
