@@ -80,10 +80,12 @@ from bastion.backends._common import (
     pull_failed_message,
     workspace_helper_image,
 )
+from bastion.backends._secret_files import SecretFiles
 from bastion.engine.backend import BackendError, CleanupReport, OutputChunk, StepExit
 from bastion.engine.plan import (
     LABEL_MANAGED,
     LABEL_RUN,
+    SECRET_FILES_DIR,
     ContainerSpec,
     Mount,
     MountKind,
@@ -349,6 +351,8 @@ class DockerBackend:
         # Runs being (or already) destroyed: a start() racing a destroy() (a cancel while an
         # image is pulled) must not leave a container that destroy() listed too early.
         self._closed_runs: set[str] = set()
+        # Secrets delivered as files: per-run directories on the host's tmpfs.
+        self._secret_files = SecretFiles(self.hostname)
 
     @property
     def client(self) -> docker.DockerClient:
@@ -632,6 +636,7 @@ class DockerBackend:
             state.release()
         with self._errors(f"cannot remove the container of step {step.name!r}"):
             self._remove_container(name)
+        self._secret_files.remove_step(plan, name)
         with self._lock:
             if plan.run_id not in self._closed_runs:
                 self._removed.add(name)
@@ -684,6 +689,11 @@ class DockerBackend:
                         volumes.add(name)
                 for volume in volumes:
                     self._attempt(failures, f"volume {volume}", self._remove_volume, volume)
+            # After the containers that mounted them.
+            try:
+                self._secret_files.remove_run(plan)
+            except BackendError as exc:
+                failures.append(str(exc))
         finally:
             if networks is not None:
                 networks.wait()
@@ -721,6 +731,8 @@ class DockerBackend:
             removed_volumes = sum(
                 self._attempt(failures, f"volume {v}", self._remove_volume, v) for v in volumes
             )
+        # Secret files of crashed runs (their containers, which mounted them, are gone now).
+        self._secret_files.cleanup_stale(include_live=include_live)
         if failures:
             raise BackendError("stale resources could not be removed: " + "; ".join(failures))
         return CleanupReport(
@@ -814,7 +826,7 @@ class DockerBackend:
             nano_cpus=spec.nano_cpus,
             read_only=spec.read_only_rootfs,
             tmpfs=dict(spec.tmpfs),
-            mounts=[_docker_mount(m) for m in spec.mounts],
+            mounts=self._mounts(plan, spec),
             devices=list(spec.devices),
             dns=list(spec.dns),
             dns_search=list(spec.dns_search),
@@ -826,6 +838,18 @@ class DockerBackend:
             tty=False,
             **network,
         )
+
+    def _mounts(self, plan: Plan, spec: ContainerSpec) -> list[DockerMount]:
+        mounts = [_docker_mount(m) for m in spec.mounts]
+        if spec.secret_files:
+            # Written now, on the host's tmpfs, for this container only (read-only).
+            directory = self._secret_files.write(plan, spec)
+            mounts.append(
+                DockerMount(
+                    target=SECRET_FILES_DIR, source=str(directory), type="bind", read_only=True
+                )
+            )
+        return mounts
 
     def _new_container(self, **kwargs: Any) -> Container:
         """``client.containers.create`` (same arguments, same translation into the Engine's

@@ -43,7 +43,11 @@ chose, as Docker's would for its throwaway container), ``pulled``, and ``live_re
 (the containers, networks and volumes that exist right now, prepared containers included),
 so a test can assert that ``destroy`` left nothing behind.
 Image availability is modelled too (``local_images``, ``registry_images``) so pull policies
-fail the way they would for real.
+fail the way they would for real. So are secrets delivered as files
+(``ContainerSpec.secret_files``): a step can ``BASTION_FAKE_CAT`` its own
+``/run/secrets/NAME``, no other step can, and the files are a live resource (``secret-files``,
+one per container that has some) from the container's creation to its removal, ``destroy``
+or ``cleanup_stale``, as the Docker backend's directory on the host's tmpfs is.
 """
 
 from __future__ import annotations
@@ -77,6 +81,7 @@ from bastion.engine.backend import (
 )
 from bastion.engine.plan import (
     LABEL_RUN,
+    SECRET_FILES_DIR,
     ContainerSpec,
     MountKind,
     Plan,
@@ -135,7 +140,7 @@ class FakeCall:
     step: str = ""
 
 
-ResourceKind = Literal["container", "network", "volume"]
+ResourceKind = Literal["container", "network", "volume", "secret-files"]
 
 
 @dataclass(frozen=True)
@@ -345,9 +350,7 @@ class FakeBackend:
                 or (not spec.network_mode and ("network", plan.network) not in self._resources)
             ):
                 return
-            self._resources[("container", spec.name)] = FakeResource(
-                "container", spec.name, dict(spec.labels)
-            )
+            self._create_container(spec)
             self._prepared[spec.name] = spec
 
     def start(self, plan: Plan, step: StepPlan) -> None:
@@ -363,6 +366,7 @@ class FakeBackend:
             if prepared is not None and prepared != spec:
                 # Prepared for another environment (a failure happened since): made again.
                 self._resources.pop(("container", spec.name), None)
+                self._resources.pop(("secret-files", spec.name), None)
                 prepared = None
             if prepared is None:
                 self._ensure_image(spec)
@@ -379,9 +383,7 @@ class FakeBackend:
                         f"cannot create the container of step {step.name!r}: the name "
                         f"{spec.name!r} is already in use"
                     )
-                self._resources[("container", spec.name)] = FakeResource(
-                    "container", spec.name, dict(spec.labels)
-                )
+                self._create_container(spec)
             if script.crash == "start":
                 raise BackendError(
                     f"cannot start the container of step {step.name!r}: "
@@ -449,6 +451,7 @@ class FakeBackend:
             if process is not None:
                 process.interrupted.set()  # a forced removal kills what still runs
             self._resources.pop(("container", name), None)
+            self._resources.pop(("secret-files", name), None)
             self._prepared.pop(name, None)
 
     def destroy(self, plan: Plan) -> None:
@@ -458,7 +461,7 @@ class FakeBackend:
             self._closed_runs.add(plan.run_id)
             for key, resource in list(self._resources.items()):
                 if resource.run_id == plan.run_id or (
-                    resource.kind == "container" and resource.name in names
+                    resource.kind in ("container", "secret-files") and resource.name in names
                 ):
                     del self._resources[key]
             for name in names:
@@ -477,7 +480,12 @@ class FakeBackend:
     def cleanup_stale(self, *, include_live: bool = False) -> CleanupReport:
         with self._lock:
             self.calls.append(FakeCall("cleanup_stale", ""))
-            counts: dict[ResourceKind, int] = {"container": 0, "network": 0, "volume": 0}
+            counts: dict[ResourceKind, int] = {
+                "container": 0,
+                "network": 0,
+                "volume": 0,
+                "secret-files": 0,
+            }
             for key, resource in list(self._resources.items()):
                 if is_stale(resource.labels, self.hostname, include_live=include_live):
                     del self._resources[key]
@@ -507,6 +515,16 @@ class FakeBackend:
             if process is None and name not in self._stop_requested:
                 raise BackendError(not_started_message(step.name))
             return process
+
+    def _create_container(self, spec: ContainerSpec) -> None:
+        """The container and, if it has any, its secret files (lock held)."""
+        self._resources[("container", spec.name)] = FakeResource(
+            "container", spec.name, dict(spec.labels)
+        )
+        if spec.secret_files:
+            self._resources[("secret-files", spec.name)] = FakeResource(
+                "secret-files", spec.name, dict(spec.labels)
+            )
 
     def _create(self, plan: Plan, kind: ResourceKind, name: str) -> None:
         """Create a run's network or volume; a second call finds it (idempotent setup)."""
@@ -558,6 +576,10 @@ class FakeBackend:
 
     def _read_file(self, spec: ContainerSpec, path: str) -> bytes | None:
         full = posixpath.normpath(posixpath.join(spec.working_dir or "/", path))
+        directory, name = posixpath.split(full)
+        if directory == SECRET_FILES_DIR:
+            value = spec.secret_files.get(name)
+            return None if value is None else value.encode()
         for mount in spec.mounts:
             if mount.kind is not MountKind.VOLUME:
                 continue

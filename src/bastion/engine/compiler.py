@@ -37,6 +37,7 @@ from bastion.engine.plan import (
     PullPolicy,
     StepKind,
     StepPlan,
+    secrets_as_files,
 )
 from bastion.policy.trust import review_pipeline
 from bastion.spec.context import BuildContext
@@ -239,6 +240,13 @@ def compile_pipeline(
         secret_env = frozenset(
             (pipeline_secret_env - step_env.keys()) | step_secret_env | plugin_secret_env
         )
+        # Secrets as files on a tmpfs instead of variables (the hardening's secret_files).
+        secret_files: dict[str, str] = {}
+        if options.hardening.secret_files and secret_env:
+            try:
+                env, secret_files = secrets_as_files(env, secret_env)
+            except ValueError as exc:
+                problem((*where, "environment"), str(exc), Kind.POLICY)
         try:
             image = substitute(step.image, build_env)
         except SubstitutionError as exc:
@@ -295,6 +303,7 @@ def compile_pipeline(
                 extra_hosts=step.extra_hosts,
                 shm_size=step.shm_size or 0,
                 pull_auth=_auth_for(image, _pull_auths(pull_names, secrets)),
+                secret_files=secret_files,
             ),
             depends_on=(),
             detach=step.detach or kind is StepKind.SERVICE,

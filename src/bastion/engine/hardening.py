@@ -82,6 +82,9 @@ class Hardening:
     seccomp_source: str = ""  # where the custom profile came from, for explain()
     max_mem_limit: int = 8 * GIB  # the largest mem_limit a (trusted) step may ask for
     runner_paths: tuple[str, ...] = field(default=("/bastion",))  # reserved in containers
+    # Secrets as files on a tmpfs (/run/secrets/NAME, NAME_FILE in the environment) instead
+    # of environment variables; see ``bastion.engine.plan.secrets_as_files``.
+    secret_files: bool = False
 
     def security_opt(self) -> tuple[str, ...]:
         opts: list[str] = []
@@ -116,6 +119,13 @@ class Hardening:
                 "read-only root filesystem",
                 f"on, tmpfs /tmp {_size(self.tmp_size)}" if self.read_only_rootfs else "off",
                 "BASTION_READ_ONLY_ROOTFS",
+            ),
+            (
+                "secrets",
+                "files in /run/secrets on a tmpfs, NAME_FILE in the environment"
+                if self.secret_files
+                else "environment variables",
+                "BASTION_SECRET_FILES",
             ),
             ("host namespaces", "none (own pid, ipc, uts, network)", "-"),
             ("docker socket", "never mounted", "-"),
@@ -172,6 +182,7 @@ class HardeningSettings(BaseModel):
     cpus: float = Field(default=2.0, gt=0)
     read_only_rootfs: bool = False
     tmp_size: int = Field(default=512 * MIB, ge=MIB)
+    secret_files: bool = False
 
     # The variables a field is read from, first found wins; by default BASTION_<FIELD>.
     ALIASES: ClassVar[Mapping[str, tuple[str, ...]]] = {
@@ -236,4 +247,5 @@ class HardeningSettings(BaseModel):
             cpus=self.cpus,
             read_only_rootfs=self.read_only_rootfs,
             tmp_size=self.tmp_size,
+            secret_files=self.secret_files,
         )

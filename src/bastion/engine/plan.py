@@ -5,14 +5,18 @@ start, with every hardening value already decided, the network and volumes to cr
 order and failure rules of the steps. Backends never read ``.drone.yml`` types or settings:
 whatever they need is spelled out here, so that each backend stays a thin translation.
 
-Secret values live only inside ``ContainerSpec.env`` of the steps entitled to them; the
-fields holding them are excluded from ``repr`` so that a plan printed in a traceback or a log
-never shows a value.
+Secret values live only inside ``ContainerSpec.env`` of the steps entitled to them, or, when
+the hardening says so (``BASTION_SECRET_FILES``), inside ``ContainerSpec.secret_files``: then
+the step's environment has no secret value, only ``<NAME>_FILE=/run/secrets/<NAME>``, and the
+backend writes each value to that file, on a tmpfs, visible to that step's container only
+(see :func:`secrets_as_files`). The fields holding values are excluded from ``repr`` so that
+a plan printed in a traceback or a log never shows a value.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import re
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -25,6 +29,12 @@ LABEL_RUN = "io.bastion.run"
 LABEL_OWNER_PID = "io.bastion.owner-pid"
 LABEL_OWNER_HOST = "io.bastion.owner-host"
 LABEL_STEP = "io.bastion.step"
+
+# Where a step finds its secrets delivered as files (read-only, a tmpfs on the host).
+SECRET_FILES_DIR = "/run/secrets"  # noqa: S105 - a path, not a password
+SECRET_FILE_SUFFIX = "_FILE"  # noqa: S105 - a suffix, not a password
+# A secret file is named after its variable: only names that are safe as a file name.
+_SECRET_FILE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 class PullPolicy(StrEnum):
@@ -95,6 +105,9 @@ class ContainerSpec:
     extra_hosts: tuple[str, ...] = ()  # "host:ip"
     shm_size: int = 0  # bytes; 0 = engine default
     pull_auth: Mapping[str, str] | None = field(default=None, repr=False)
+    # Variable name -> secret value, delivered as the file SECRET_FILES_DIR/<name> (empty:
+    # secrets are in ``env``). The backend mounts them into this container only.
+    secret_files: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     def redacted_env(self, secret_names: frozenset[str]) -> dict[str, str]:
         """The environment with the values of variables fed from secrets replaced."""
@@ -143,3 +156,27 @@ class Plan:
             if s.name == name:
                 return s
         raise KeyError(name)
+
+
+def secrets_as_files(
+    env: Mapping[str, str], secret_env: Collection[str]
+) -> tuple[dict[str, str], dict[str, str]]:
+    """Move the secret variables of ``env`` to files: ``(environment, secret_files)``.
+
+    Each variable ``NAME`` in ``secret_env`` leaves the environment; its value becomes the
+    file ``/run/secrets/NAME`` and the environment gets ``NAME_FILE`` with that path (which
+    wins over a ``NAME_FILE`` the step set itself: it is where the value is). Raises
+    ``ValueError`` naming a variable whose name cannot be a file name (only letters, digits
+    and ``_``, not starting with a digit: no ``/``, no ``..``).
+    """
+    bad = sorted(name for name in secret_env if not _SECRET_FILE_NAME.fullmatch(name))
+    if bad:
+        raise ValueError(
+            f"variable{'s' if len(bad) > 1 else ''} {', '.join(map(repr, bad))} from secrets "
+            "cannot be delivered as files: a name of letters, digits and _ is needed"
+        )
+    files = {name: env[name] for name in secret_env if name in env}
+    out = {key: value for key, value in env.items() if key not in files}
+    for name in files:
+        out[name + SECRET_FILE_SUFFIX] = f"{SECRET_FILES_DIR}/{name}"
+    return out, files
