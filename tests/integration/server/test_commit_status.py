@@ -206,3 +206,70 @@ def test_local_forge_builds_report_nothing(reporting: Harness, commit_forge: Com
     wait_for(lambda: reporting.build(1)["status"] == "success")
     settled(reporting)
     assert commit_forge.requests == []
+
+
+def test_a_cron_job_of_a_forge_repository_builds_the_branch_head_the_api_gives(
+    reporting: Harness, commit_forge: CommitForge
+) -> None:
+    reporting.forge_repo("github", "octo-org", "hello-world", forge_id="186853002")
+    commit_forge.branches[("octo-org", "hello-world", "release/2.0")] = PUSH_SHA
+    cron = f"/api/repos/{GH}/cron"
+    reporting.admin.post(
+        cron, json={"name": "nightly", "expr": "@daily", "branch": "release/2.0"}
+    ).raise_for_status()
+    response = reporting.admin.post(f"{cron}/nightly")
+    assert response.status_code == 200, response.text
+    build = response.json()
+    assert (build["event"], build["after"], build["target"]) == ("cron", PUSH_SHA, "release/2.0")
+    assert build["message"] == "nightly fix"
+    settled(reporting)
+    [posted] = commit_forge.posted()
+    assert posted.body["context"] == "continuous-integration/bastion/cron"
+    assert posted.sha == PUSH_SHA
+
+    # The forge does not know the branch any more: a 400, and the job says why.
+    reporting.admin.patch(f"{cron}/nightly", json={"branch": "gone"}).raise_for_status()
+    missing = reporting.admin.post(f"{cron}/nightly")
+    assert missing.status_code == 400
+    assert "no branch 'gone'" in reporting.admin.get(f"{cron}/nightly").json()["error"]
+
+
+def test_a_cron_job_whose_forge_is_down_records_the_error_and_the_loop_goes_on(
+    make_server: Callable[..., Harness], forge: FakeForge
+) -> None:
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    port = closed.getsockname()[1]
+    closed.close()
+    server = make_server(
+        github_api_url=f"http://127.0.0.1:{port}/api/v3", github_token=TOKEN, cron_interval=0.05
+    )
+    server.forge_repo("github", "octo-org", "hello-world", forge_id="186853002")
+    checkout = server.local_repo()
+    checkout.commit({".drone.yml": PIPELINE}, "Pipeline")
+    checkout.push()
+    for slug in (GH, "acme/web"):
+        server.admin.post(f"/api/repos/{slug}/cron", json={"name": "nightly", "expr": "@hourly"})
+    store = server.ctx.store
+    for owner, name in (("octo-org", "hello-world"), ("acme", "web")):
+        repo = store.get_repo(owner, name)
+        assert repo is not None
+        job = store.get_cron(repo.id, "nightly")
+        assert job is not None
+        store.update_cron(job.id, next=1)  # long overdue
+    wait_for(lambda: server.admin.get(f"/api/repos/{GH}/cron/nightly").json()["error"])
+    error = server.admin.get(f"/api/repos/{GH}/cron/nightly").json()["error"]
+    assert "cannot read branch 'main'" in error
+    assert "unreachable" in error
+    assert TOKEN not in error
+    # the other repository's job fired in the same loop
+    wait_for(lambda: [b for b in server.builds() if b["event"] == "cron"])
+    assert server.builds(GH) == []
+
+
+def test_a_cancelled_build_reports_error(reporting: Harness, commit_forge: CommitForge) -> None:
+    github_push(reporting)
+    reporting.admin.delete(f"/api/repos/{GH}/builds/1").raise_for_status()
+    settled(reporting)
+    last = commit_forge.posted()[-1]
+    assert (last.body["state"], last.body["description"]) == ("error", "the build was cancelled")
