@@ -21,6 +21,7 @@ from bastion.cli.exec_cmd import ExecOptions, run_exec
 from bastion.cli.lint_cmd import OutputFormat, run_lint
 from bastion.cli.runner_cmd import runner_app, start_embedded_runner
 from bastion.cli.secret_cmds import globalsecret_app, orgsecret_app, secret_app
+from bastion.cli.token_cmds import token_app
 
 app = typer.Typer(
     name="bastion",
@@ -120,6 +121,7 @@ app.add_typer(globalsecret_app, name="globalsecret")
 secret_app.command("rekey", help=REKEY_HELP)(rekey_command)
 app.add_typer(audit_app, name="audit")
 app.add_typer(user_app, name="user")
+app.add_typer(token_app, name="token")
 app.add_typer(runner_app, name="runner")
 
 

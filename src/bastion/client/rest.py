@@ -45,6 +45,7 @@ from bastion.rpc.api import (
     RepoCreated,
     RepoOut,
     RepoPatch,
+    RevokeAllTokens,
     RunnerCreate,
     RunnerCreated,
     RunnerOut,
@@ -53,7 +54,10 @@ from bastion.rpc.api import (
     SecretUpdate,
     SignRequest,
     SignResponse,
+    TokenCreate,
     TokenCreated,
+    TokenOut,
+    TokensRevoked,
     UserCreate,
     UserOut,
     UserPatch,
@@ -191,6 +195,39 @@ class BastionClient:
     def user_token(self, login: str) -> TokenCreated:
         response = self._request("POST", f"/api/users/{segment(login)}/token")
         return self._parse(response, TokenCreated)
+
+    # -- API tokens ----------------------------------------------------------------------------
+
+    @staticmethod
+    def _tokens(login: str | None) -> str:
+        return "/api/user/tokens" if login is None else f"/api/users/{segment(login)}/tokens"
+
+    def tokens_list(self, login: str | None = None) -> list[TokenOut]:
+        """Your tokens, or (admins) those of ``login``."""
+        return self._parse_list(self._request("GET", self._tokens(login)), TokenOut)
+
+    def tokens_create(self, token: TokenCreate, login: str | None = None) -> TokenCreated:
+        body = token.model_dump(mode="json", exclude_none=True)
+        response = self._request("POST", self._tokens(login), json=body)
+        return self._parse(response, TokenCreated)
+
+    def tokens_rotate(self, name: str) -> TokenCreated:
+        response = self._request("POST", f"/api/user/tokens/{segment(name)}/rotate")
+        return self._parse(response, TokenCreated)
+
+    def tokens_revoke(self, name: str, login: str | None = None) -> None:
+        self._request("DELETE", f"{self._tokens(login)}/{segment(name)}")
+
+    def tokens_revoke_user(self, login: str) -> int:
+        """Revoke every token of ``login`` (admins); how many were live."""
+        response = self._request("DELETE", self._tokens(login))
+        return self._parse(response, TokensRevoked).revoked
+
+    def tokens_revoke_everyone(self, *, keep_mine: bool = False) -> int:
+        """The emergency switch (admins): revoke every token of every user."""
+        body = RevokeAllTokens(keep_mine=keep_mine).model_dump(mode="json")
+        response = self._request("POST", "/api/admin/tokens/revoke-all", json=body)
+        return self._parse(response, TokensRevoked).revoked
 
     # -- repositories --------------------------------------------------------------------------
 
