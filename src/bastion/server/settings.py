@@ -168,6 +168,8 @@ class ServerSettings(BaseSettings):
     # Which builds wait for an approval, for repositories that do not choose
     # (services.approvals): pull requests from forks unless told otherwise.
     approval_mode: Literal["none", "forks", "pull_requests", "all_events"] = "forks"
+    # The longest build timeout (minutes) a repository may set without a system administrator.
+    timeout_max: int = Field(default=180, ge=1, le=24 * 60)
 
     # Forges.
     github_api_url: str = "https://api.github.com"

@@ -227,3 +227,22 @@ def test_the_author_may_decline_their_own_change(server: Harness, forge: FakeFor
     declined = author.post(f"/api/repos/{GH}/builds/{build['number']}/decline")
     assert declined.status_code == 200, declined.text
     assert declined.json()["status"] == "declined"
+
+
+def test_write_access_releases_an_approval_hold_on_a_local_repository(server: Harness) -> None:
+    checkout = server.local_repo("acme", "web")
+    server.admin.patch("/api/repos/acme/web", json={"approval_mode": "all_events"})
+    checkout.commit({".drone.yml": PIPELINE}, "held push")
+    checkout.push()
+    build = wait_for(lambda: server.builds("acme/web"))[0]
+    assert build["status"] == "blocked"
+    reader = server.client(server.user_token("reader"))
+    writer = server.client(server.user_token("writer"))
+    for login, scopes in (("reader", ["read"]), ("writer", ["read", "write"])):
+        server.admin.put(
+            f"/api/repos/acme/web/permissions/{login}", json={"scopes": scopes}
+        ).raise_for_status()
+    assert reader.post(f"/api/repos/acme/web/builds/{build['number']}/approve").status_code == 403
+    approved = writer.post(f"/api/repos/acme/web/builds/{build['number']}/approve")
+    assert approved.status_code == 200, approved.text
+    assert approved.json()["status"] == "pending"

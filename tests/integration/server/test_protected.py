@@ -233,3 +233,20 @@ def test_a_pipeline_smuggled_after_the_end_marker_never_runs(server: Harness) ->
     build = push(checkout, server, smuggled, "smuggled")
     assert build["status"] == "pending"
     assert [s["name"] for s in server.build(build["number"])["stages"]] == ["build"]
+
+
+def test_write_access_is_not_enough_to_release_a_signature_hold(server: Harness) -> None:
+    checkout = server.local_repo()
+    protect(server)
+    build = push(checkout, server, PIPELINE, "unsigned")
+    writer = server.client(server.user_token("writer"))
+    server.admin.put(
+        "/api/repos/acme/web/permissions/writer", json={"scopes": ["read", "write"]}
+    ).raise_for_status()
+    refused = writer.post(f"/api/repos/acme/web/builds/{build['number']}/approve")
+    assert refused.status_code == 403
+    assert "needs admin access" in refused.json()["message"]
+    assert writer.post("/api/repos/acme/web/sign", json={"data": "x"}).status_code == 403
+    unprotect = writer.patch("/api/repos/acme/web", json={"protected": False})
+    assert unprotect.status_code == 403
+    assert server.build(build["number"])["status"] == "blocked"

@@ -25,6 +25,10 @@ push, custom build from the API, restart — so every build gets the same checks
    (``approval_problem``: by default, pull requests from forks; ``hold = "approval"``).
    Restarts and custom builds come through here too, so an old verdict is never reused.
 
+A build started by a forge event may supersede earlier ones: with the repository's
+``auto_cancel_pushes`` / ``auto_cancel_pulls``, unfinished builds of the same branch or pull
+request are cancelled (``_supersede``).
+
 Untrusted text (commit message, branch, title) is only ever compared and stored; the config
 is parsed as it is in the repository, with nothing substituted into it.
 """
@@ -41,7 +45,7 @@ from bastion.policy.trust import review_pipeline
 from bastion.scm.errors import ForgeError
 from bastion.scm.events import HookEvent
 from bastion.scm.webhooks import skip_ci
-from bastion.server.errors import BadRequest, Forbidden
+from bastion.server.errors import BadRequest, Conflict, Forbidden
 from bastion.server.forges import ForgeAccess
 from bastion.server.services.approvals import (
     DEPLOY_EVENTS,
@@ -74,6 +78,7 @@ _MAX_ERROR_CHARS = 8000
 _TARGET = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _PARAM = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 _MAX_PARAM = 4096
+_SUPERSEDE_WINDOW = 50  # how many recent builds auto-cancel looks at
 
 
 @dataclass(frozen=True)
@@ -190,7 +195,29 @@ class TriggerService:
             log.info("no build for %s at %s: %s", repo.slug, request.sha[:12], reason)
             return TriggerOutcome(None, reason)
         new_build, stages = self.plan(repo, request)
-        return TriggerOutcome(self._builds.create(repo, new_build, stages))
+        build = self._builds.create(repo, new_build, stages)
+        self._supersede(repo, build)
+        return TriggerOutcome(build)
+
+    def _supersede(self, repo: Repo, build: Build) -> None:
+        """Auto-cancel: with ``auto_cancel_pushes``, a push cancels the unfinished builds of
+        earlier pushes to the same branch; with ``auto_cancel_pulls``, a pull request's new
+        commit cancels its earlier unfinished builds. Held builds are cancelled too."""
+        if build.event == "push" and repo.auto_cancel_pushes:
+            key = ("push", build.target)
+        elif build.event == "pull_request" and repo.auto_cancel_pulls:
+            key = ("pull_request", build.ref)
+        else:
+            return
+        for old in self._store.list_builds(repo.id, page=1, per_page=_SUPERSEDE_WINDOW):
+            same = (old.event, old.target if old.event == "push" else old.ref) == key
+            if old.number >= build.number or old.status.done or not same:
+                continue
+            try:
+                self._builds.cancel(repo, old, by=f"auto-cancel (superseded by #{build.number})")
+            except Conflict:
+                continue  # it finished in the meantime
+            log.info("build %s#%d superseded by #%d", repo.slug, old.number, build.number)
 
     def restart(self, repo: Repo, build: Build, by: str) -> Build:
         """A new build of the same commit and event, with ``parent`` = the old number. The
