@@ -442,7 +442,8 @@ class Executor:
         with self._lock:
             self._started.add(step.name)
             r.finished = self.clock()
-            r.state = State.FAILURE
+            # A service that cannot start fails the pipeline, as a service error does.
+            r.state = State.ERROR if step.kind is StepKind.SERVICE else State.FAILURE
             r.detail = self.masker.mask(step.refused)
             fast = step.failure is FailurePolicy.FAST and step.kind is StepKind.STEP
             if fast and not self._stopping:

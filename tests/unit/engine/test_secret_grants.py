@@ -168,3 +168,23 @@ def test_parallel_steps_run_beside_a_refused_one() -> None:
         "after": State.SUCCESS,
     }
     assert sorted(spec.alias for spec in backend.started) == ["after", "publish", "root"]
+
+
+def test_a_refused_service_fails_the_pipeline() -> None:
+    text = PIPELINE.replace(
+        "steps:\n",
+        "services:\n- name: db\n  image: busybox\n  environment:\n"
+        "    PW: {from_secret: token}\nsteps:\n",
+    )
+    grants = {"db": ["shared"], "test": ["shared"], "publish": ["shared"], "after": ["shared"]}
+    denial = {"db": {"token": "secret 'token' is not available to pull_request builds: no"}}
+    plan = compile_with(grants, denial, text=text)
+    backend = FakeBackend()
+    result = Executor(backend, SecretMasker(()), Recorder(), poll_interval=0.01).run(
+        plan, MatchContext.from_build(BuildContext())
+    )
+    by_name = {s.name: s for s in result.steps}
+    assert by_name["db"].state is State.ERROR
+    assert by_name["db"].detail.startswith("secret 'token' is not available")
+    assert result.state is State.FAILURE
+    assert all(spec.alias != "db" for spec in backend.started)
