@@ -246,3 +246,44 @@ def test_write_access_releases_an_approval_hold_on_a_local_repository(server: Ha
     approved = writer.post(f"/api/repos/acme/web/builds/{build['number']}/approve")
     assert approved.status_code == 200, approved.text
     assert approved.json()["status"] == "pending"
+
+
+PRIVILEGED = b"""kind: pipeline
+name: build
+steps:
+- name: escape
+  image: bastion/busybox:latest
+  privileged: true
+  commands: [id]
+"""
+
+
+def test_a_fork_pull_request_is_never_trusted(server: Harness, forge: FakeForge) -> None:
+    secret = github_repo(server, forge)
+    set_repo(server, trusted=True, approval_mode="none")
+    forge.files[("octo-org", "hello-world", PR_HEAD, ".drone.yml")] = PRIVILEGED
+    fork = deliver(server, secret, "pull_request", pull_request(fork=True, author="mallory"))
+    assert fork["status"] == "error"
+    assert "a pull request from a fork is never trusted" in fork["error"]
+    assert "privileged" in fork["error"]
+    assert FakeRunner(server, "r1").poll(wait=0.3) is None
+    # The same config from a branch of the repository itself runs: the repository is trusted.
+    own = deliver(server, secret, "pull_request", pull_request(fork=False))
+    assert own["status"] == "pending"
+    runner = FakeRunner(server, "r2")
+    lease = runner.poll()
+    assert lease is not None
+    details = runner.details(lease.stage_id, lease)
+    assert details.json()["repo"]["trusted"] is True
+
+
+def test_the_runner_is_told_a_fork_build_is_untrusted(server: Harness, forge: FakeForge) -> None:
+    secret = github_repo(server, forge)
+    set_repo(server, trusted=True, approval_mode="none")
+    deliver(server, secret, "pull_request", pull_request(fork=True, author="mallory"))
+    runner = FakeRunner(server, "r1")
+    lease = runner.poll()
+    assert lease is not None
+    details = runner.details(lease.stage_id, lease)
+    assert details.status_code == 200
+    assert details.json()["repo"]["trusted"] is False

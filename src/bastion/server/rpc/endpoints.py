@@ -49,10 +49,9 @@ from bastion.rpc.messages import (
     StepUpdate,
 )
 from bastion.scm.errors import ForgeError
-from bastion.server.auth import CtxDep
 from bastion.server.context import ServerContext
 from bastion.server.errors import BadRequest, Conflict, NotFound, Unavailable
-from bastion.server.rpc.auth import LeaseDep, RunnerDep
+from bastion.server.rpc.auth import CtxDep, LeaseDep, RunnerDep
 from bastion.server.services.builds import lost_stage_message
 from bastion.store.types import Build, Repo, Runner, Stage, Status
 
@@ -62,6 +61,7 @@ router = APIRouter(tags=["rpc"], include_in_schema=False)
 
 _LOST_STAGE_MEMORY = 24 * 3600  # how long a returning runner is told about stages it lost
 _DETAILS_IN_LEASE = 2  # the runner protocol from which the lease reply carries the details
+_TOUCH_INTERVAL = 5  # seconds: how stale a polling runner's `last_seen` may be
 
 
 def _stage_build_repo(ctx: ServerContext, stage: Stage) -> tuple[Build, Repo]:
@@ -80,17 +80,19 @@ async def request_work(
             f"this server speaks runner protocol {OLDEST_PROTOCOL_VERSION} to "
             f"{PROTOCOL_VERSION}, the runner {poll.protocol}: upgrade the older of the two"
         )
-    await anyio.to_thread.run_sync(
-        lambda: ctx.store.touch_runner(
-            runner.id,
-            os=poll.os,
-            arch=poll.arch,
-            labels=poll.labels,
-            capacity=poll.capacity,
-            version=poll.version,
-            when=ctx.now(),
+    now = ctx.now()
+    if _touch_due(runner, poll, now):
+        await anyio.to_thread.run_sync(
+            lambda: ctx.store.touch_runner(
+                runner.id,
+                os=poll.os,
+                arch=poll.arch,
+                labels=poll.labels,
+                capacity=poll.capacity,
+                version=poll.version,
+                when=now,
+            )
         )
-    )
 
     def details(stage: Stage) -> StageDetails | None:
         # In the scheduler's worker thread, right after the lease: the reply goes to the
@@ -143,7 +145,7 @@ def _details(ctx: ServerContext, stage: Stage, runner: Runner) -> StageDetails:
             default_branch=repo.default_branch,
             private=repo.private,
             visibility=repo.visibility,
-            trusted=repo.trusted,
+            trusted=repo.trusted and not build.fork,  # a fork's pull request never is
             link=repo.link,
             http_url=repo.http_url,
             ssh_url=repo.ssh_url,
@@ -185,6 +187,15 @@ def _details(ctx: ServerContext, stage: Stage, runner: Runner) -> StageDetails:
         system_host=settings.link_host,
         system_proto=settings.link_proto,
     )
+
+
+def _touch_due(runner: Runner, poll: RunnerPoll, now: int) -> bool:
+    """Whether the runner's row must be written: what it reports changed, or ``last_seen`` is
+    ``_TOUCH_INTERVAL`` old (a busy runner polls many times a second; one write per poll
+    would be most of the database's writes)."""
+    reported = (poll.os, poll.arch, poll.labels, poll.capacity, poll.version)
+    stored = (runner.os, runner.arch, runner.labels, runner.capacity, runner.version)
+    return reported != stored or now - runner.last_seen >= _TOUCH_INTERVAL
 
 
 def _pull_request(build: Build) -> int:

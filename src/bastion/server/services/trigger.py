@@ -371,13 +371,16 @@ class TriggerService:
                 skipped[name] = f"trigger does not match: {mismatch}"
         deps = dag.bypass(graph, set(skipped))
 
+        # A fork's pull request runs a stranger's config: never trusted, whatever the
+        # repository is (the runner is told the same through StageDetails).
+        trusted = repo.trusted and not request.fork
         refusals: list[str] = []
         for pipeline in manifest.pipelines:
             if pipeline.name in skipped:
                 continue
             for refusal in review_pipeline(
                 pipeline,
-                trusted=repo.trusted,
+                trusted=trusted,
                 max_mem_limit=self._hardening.max_mem_limit,
                 reserved_paths=self._hardening.runner_paths,
             ):
@@ -385,8 +388,16 @@ class TriggerService:
         if refusals:
             return _errored(
                 base,
-                f"{repo.slug} may not run this build ({'trusted' if repo.trusted else 'untrusted'}"
-                " repository):\n" + "\n".join(refusals),
+                f"{repo.slug} may not run this build ("
+                + (
+                    "trusted repository"
+                    if trusted
+                    else "a pull request from a fork is never trusted"
+                    if repo.trusted
+                    else "untrusted repository"
+                )
+                + "):\n"
+                + "\n".join(refusals),
             )
 
         stages = [
@@ -434,7 +445,7 @@ class TriggerService:
                 link=repo.link,
                 http_url=repo.http_url,
                 ssh_url=repo.ssh_url,
-                trusted=repo.trusted,
+                trusted=repo.trusted and not request.fork,
             ),
             commit=Commit(
                 sha=request.sha,
