@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import FrameType
 
@@ -75,6 +75,7 @@ class ExecOptions:
     timeout: float = 3600.0
     explain: bool = False
     cleanup: bool = False
+    secret_files: bool = False  # secrets as files on a tmpfs (as BASTION_SECRET_FILES)
 
 
 @dataclass
@@ -147,6 +148,8 @@ def run_exec(opts: ExecOptions, out: Console, err: Console) -> int:
         now=int(time.time()),
     )
     hardening = _hardening()
+    if opts.secret_files:
+        hardening = replace(hardening, secret_files=True)
     selected = _select(manifest, opts, context)
     _compile_all(manifest, selected, context, secret_values, hardening, opts)
 
