@@ -44,11 +44,16 @@ def by_name(service: BuildService, build: Build) -> dict[str, Stage]:
     return {s.name: s for s in service._store.list_stages(build.id)}
 
 
+def lease(store: Store, service: BuildService, stage: Stage) -> Stage:
+    """What the scheduler does when a runner takes ``stage``."""
+    taken = store.take_stage(stage.id, 1, "r1", LEASE_HASH, 2**31)
+    assert taken is not None
+    service.stage_leased(*taken)
+    return taken[0]
+
+
 def run(store: Store, service: BuildService, stage: Stage, state: StepState) -> None:
-    assert store.lease_stage(stage.id, 1, "r1", LEASE_HASH, 2**31)
-    leased = store.get_stage(stage.id)
-    assert leased is not None
-    service.stage_leased(leased)
+    leased = lease(store, service, stage)
     error = "the engine broke" if state == StepState.ERROR else ""
     service.complete_stage(leased, StageResult(state=state, error=error))
 
@@ -76,8 +81,7 @@ def waiting(name: str, number: int, deps: tuple[str, ...], **extra: object) -> N
 def test_a_build_runs_then_succeeds(store: Store, service: BuildService, repo: Repo) -> None:
     build, stages = make(service, repo, [pending("a", 1)])
     assert build.status == Status.PENDING
-    assert store.lease_stage(stages["a"].id, 1, "r1", LEASE_HASH, 2**31)
-    service.stage_leased(stages["a"])
+    lease(store, service, stages["a"])
     running = store.get_build_by_id(build.id)
     assert running is not None
     assert running.status == Status.RUNNING
@@ -169,8 +173,7 @@ def test_a_cancelled_running_stage_ends_when_its_runner_reports(
     store: Store, service: BuildService, repo: Repo
 ) -> None:
     build, stages = make(service, repo, [pending("a", 1)])
-    assert store.lease_stage(stages["a"].id, 1, "r1", LEASE_HASH, 2**31)
-    service.stage_leased(stages["a"])
+    lease(store, service, stages["a"])
     service.cancel(repo, build, "alice")
     assert store.get_stage(stages["a"].id).status == Status.RUNNING  # type: ignore[union-attr]
     still = store.get_build_by_id(build.id)

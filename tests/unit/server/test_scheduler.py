@@ -12,7 +12,7 @@ from bastion.server.services.scheduler import Scheduler
 from bastion.server.services.signals import Wakeups
 from bastion.server.settings import ServerSettings
 from bastion.store import Store
-from bastion.store.types import NewBuild, NewStage, Repo, Runner, Stage, Status
+from bastion.store.types import Build, NewBuild, NewStage, Repo, Runner, Stage, Status
 
 
 @pytest.fixture
@@ -79,7 +79,7 @@ def test_pollers_start_at_a_random_matching_stage_and_go_round(
     lost = {c}  # another runner takes c between the query and the compare-and-set
     take_stage = store.take_stage
 
-    def racing_take_stage(stage_id: int, *args: object) -> Stage | None:
+    def racing_take_stage(stage_id: int, *args: object) -> tuple[Stage, Build | None] | None:
         if stage_id in lost:
             lost.discard(stage_id)
             return None

@@ -18,11 +18,20 @@ from fastapi import Depends, Request
 
 from bastion.crypto import hash_token
 from bastion.rpc.messages import LEASE_HEADER
-from bastion.server.auth import CtxDep
+from bastion.server.context import ServerContext, get_ctx
 from bastion.server.errors import Conflict, Unauthorized
 from bastion.store.types import Runner, Stage
 
 _MAX_TOKEN_CHARS = 512
+
+
+async def _rpc_ctx(request: Request) -> ServerContext:
+    # ``get_ctx`` as an async dependency: FastAPI runs a sync one in a worker thread, a
+    # hand-off per request that the runner calls (the server's hottest path) need not pay.
+    return get_ctx(request)
+
+
+CtxDep = Annotated[ServerContext, Depends(_rpc_ctx)]
 
 
 def _bearer(request: Request) -> str:

@@ -103,11 +103,10 @@ class BuildService:
 
     # -- runners' reports ----------------------------------------------------------------------
 
-    def stage_leased(self, stage: Stage) -> None:
-        """A runner took ``stage`` (``store.take_stage`` made it running). A lease ends no
-        stage, so nothing waiting can change: the build only becomes ``running`` if this is
-        its first lease (one conditional UPDATE, no re-read of the build's stages)."""
-        started = self._store.start_build(stage.build_id)
+    def stage_leased(self, stage: Stage, started: Build | None) -> None:
+        """A runner took ``stage``: ``store.take_stage`` made it running and, on the build's
+        first lease, the build too (``started``, else None). A lease ends no stage, so nothing
+        waiting can change: there is nothing to settle."""
         self._publish_build_id(stage.build_id, build=started)
 
     def update_step(self, stage: Stage, update: StepUpdate) -> Step:
@@ -181,14 +180,17 @@ class BuildService:
         )
         if ended is None:
             raise Conflict(f"stage {stage_id} does not exist")
-        stage, now = ended
-        if not now:
+        stage = ended.stage
+        if not ended.ended:
             # Already ended (a retried report, or the reaper and the runner both): the first
             # outcome is kept.
             return stage
         log.info("stage %d (%s) ended: %s", stage.id, stage.name, status.value)
         self._logs.notify(stage.id)
-        self.advance(stage.build_id)
+        if _nothing_to_settle(ended.build, ended.stages):
+            self._publish_build_id(stage.build_id, build=ended.build)
+        else:
+            self.advance(stage.build_id)
         return stage
 
     def lose_stage(self, stage: Stage, runner_name: str, lease_seconds: int) -> Stage:
@@ -310,6 +312,19 @@ class BuildService:
             changed(build.id)
         if self._events.active:
             self._events.publish(self._build_event(repo, build))
+
+
+def _nothing_to_settle(build: Build | None, stages: Sequence[Stage]) -> bool:
+    """Whether ``advance`` would change nothing, judged from the build and its stages as they
+    were right after a stage ended (in that transaction): the build runs, no stage waits for
+    others (none can start waiting later) and some stage is not done (whoever ends the last
+    one sees all done in its own, later snapshot and settles the build)."""
+    return (
+        build is not None
+        and build.status == Status.RUNNING
+        and not any(s.status == Status.WAITING for s in stages)
+        and not all(s.status.done for s in stages)
+    )
 
 
 def _after_dependencies(stage: Stage, deps: Sequence[Stage], build: Build) -> tuple[Status, str]:

@@ -90,13 +90,14 @@ class Scheduler:
         for key in matching[start:] + matching[:start]:
             lease_id = new_token("lease")
             expires = int(self._clock()) + self._settings.lease_seconds
-            stage = self._store.take_stage(
+            taken = self._store.take_stage(
                 key.id, runner.id, runner.name, hash_token(lease_id), expires
             )
-            if stage is None:
+            if taken is None:
                 continue  # another runner took it first
+            stage, started = taken
             log.info("stage %d (%s) leased to runner %s", stage.id, stage.name, runner.name)
-            self._builds.stage_leased(stage)
+            self._builds.stage_leased(stage, started)
             return Lease(
                 stage_id=stage.id,
                 lease_id=lease_id,
