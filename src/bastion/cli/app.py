@@ -64,6 +64,13 @@ def exec_command(
     cleanup: Annotated[
         bool, typer.Option(help="remove leftovers of crashed runs and exit")
     ] = False,
+    secret_files: Annotated[
+        bool,
+        typer.Option(
+            help="give steps their secrets as files in /run/secrets (a tmpfs), NAME_FILE in "
+            "the environment, instead of variables (BASTION_SECRET_FILES)"
+        ),
+    ] = False,
 ) -> None:
     """Run a .drone.yml locally in hardened, ephemeral Docker containers."""
     if event not in _EVENTS:
@@ -85,6 +92,7 @@ def exec_command(
         timeout=timeout,
         explain=explain,
         cleanup=cleanup,
+        secret_files=secret_files,
     )
     raise typer.Exit(run_exec(opts, Console(), Console(stderr=True)))
 
