@@ -3,10 +3,18 @@ backoff, audit events, resets, and answers that do not depend on whether an acco
 
 from __future__ import annotations
 
+import ipaddress
+
 import pytest
+from sqlalchemy import text
 
 from bastion.server.services.audit import AuditLog
-from bastion.server.services.guard import AuthGuard, GuardPolicy, TooManyAttempts
+from bastion.server.services.guard import (
+    AuthGuard,
+    GuardPolicy,
+    TooManyAttempts,
+    source_address,
+)
 from bastion.store import Store
 from bastion.store.types import AuditQuery
 
@@ -127,9 +135,30 @@ def test_counters_hold_across_guards_sharing_the_store(store: Store) -> None:
 def test_no_name_is_stored_in_clear(store: Store) -> None:
     guard, _ = make(store)
     guard.failure("203.0.113.5", "hunter2-typed-as-login")
-    with store._tx() as session:  # noqa: SLF001 - looking at the raw rows on purpose
-        from sqlalchemy import text
-
+    with store._tx() as session:  # the raw rows, on purpose
         keys = [row[0] for row in session.execute(text("SELECT key FROM auth_failures"))]
     assert len(keys) == 2
     assert all("hunter2" not in k and "203.0.113" not in k and len(k) == 64 for k in keys)
+
+
+PROXIES = (ipaddress.ip_network("10.0.0.0/8"), ipaddress.ip_network("::1/128"))
+
+
+@pytest.mark.parametrize(
+    ("peer", "forwarded", "source"),
+    [
+        ("192.0.2.1", "", "192.0.2.1"),
+        ("192.0.2.1", "198.51.100.1", "192.0.2.1"),  # not a proxy: the header is ignored
+        ("10.0.0.5", "198.51.100.1", "198.51.100.1"),
+        ("10.0.0.5", "6.6.6.6, 198.51.100.1", "198.51.100.1"),  # the client wrote 6.6.6.6
+        ("10.0.0.5", "198.51.100.1, 10.0.0.9", "198.51.100.1"),  # two proxies in a row
+        ("10.0.0.5", "10.0.0.8, 10.0.0.9", "10.0.0.8"),  # all proxies: the farthest one
+        ("10.0.0.5", "garbage, 198.51.100.1", "198.51.100.1"),
+        ("10.0.0.5", "198.51.100.1, garbage", "10.0.0.5"),  # stop at what cannot be read
+        ("10.0.0.5", "", "10.0.0.5"),
+        ("::1", "2001:db8::7", "2001:db8::7"),
+        ("", "198.51.100.1", "unknown"),
+    ],
+)
+def test_source_address(peer: str, forwarded: str, source: str) -> None:
+    assert source_address(peer, forwarded, PROXIES) == source
