@@ -225,6 +225,36 @@ def _world(tmp_path: Path) -> Iterator[World]:
         checkout = server.local_repo()
         checkout.commit({".drone.yml": PIPELINE}, "Pipeline")
         checkout.push()
+    # Cron jobs: write access for everything, as in Drone ("nightly" exists in the world).
+    Route("GET", "/api/repos/{owner}/{name}/cron", "/api/repos/acme/web/cron", ADMIN),
+    Route(
+        "POST",
+        "/api/repos/{owner}/{name}/cron",
+        "/api/repos/acme/web/cron",
+        # the first writer creates it; the next ones are told it exists
+        {**ADMIN, "write": 201, "repo_admin": 409, "session": 409, "admin": 409},
+        body={"name": "weekly", "expr": "@weekly"},
+    ),
+    Route(
+        "GET", "/api/repos/{owner}/{name}/cron/{cron}", "/api/repos/acme/web/cron/nightly", ADMIN
+    ),
+    Route(
+        "PATCH",
+        "/api/repos/{owner}/{name}/cron/{cron}",
+        "/api/repos/acme/web/cron/nightly",
+        ADMIN,
+        body={"disabled": True},
+    ),
+    Route(
+        "POST", "/api/repos/{owner}/{name}/cron/{cron}", "/api/repos/acme/web/cron/nightly", ADMIN
+    ),
+    Route(
+        "DELETE",
+        "/api/repos/{owner}/{name}/cron/{cron}",
+        "/api/repos/acme/web/cron/nightly",
+        # the first writer deletes it; the next ones find nothing
+        {**ADMIN, "write": 204, "repo_admin": 404, "session": 404, "admin": 404},
+    ),
         wait_for(server.builds)
         runner = FakeRunner(server, "r1")
         lease = runner.poll()
@@ -331,6 +361,14 @@ def test_the_last_admin_cannot_lock_the_server_out(server: Harness) -> None:
 def test_request_bodies_are_checked_with_a_message_naming_the_field(server: Harness) -> None:
     response = server.admin.post("/api/users", json={"login": "bob", "admn": True})
     assert response.status_code == 400
+        store.create_cron(
+            store_repo_id(server),
+            name="nightly",
+            expr="@daily",
+            branch="main",
+            disabled=False,
+            next_run=2_000_000_000,
+        )
     assert response.json() == {"message": "body field admn: unknown field (check its spelling)"}
     bad = server.admin.post("/api/repos", json={"owner": "../etc", "name": "x"})
     assert bad.status_code == 400
