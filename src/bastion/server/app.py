@@ -2,10 +2,12 @@
 
 The lifespan opens the store and migrates it, creates the bootstrap admin (and the embedded
 runner's token), extends every running lease by ``lease_seconds`` (runners could not
-heartbeat while the server was down), then runs two background tasks until shutdown: the
+heartbeat while the server was down), then runs background tasks until shutdown: the
 lease reaper (every ``reaper_interval`` seconds), an hourly purge of old webhook delivery
-ids and an hourly purge of audit events older than ``audit_retention_days``. There is no
-module-level app: each ``create_app`` call builds an independent server.
+ids, an hourly purge of audit events older than ``audit_retention_days``, and the cron loop
+(every ``cron_interval`` seconds unless ``cron_disabled``). The commit status reporter's worker
+thread is closed on shutdown. There is no module-level app: each ``create_app`` call builds an
+independent server.
 
 ``serve(settings, on_ready)`` runs it under uvicorn (with TLS when configured) and calls
 ``on_ready()`` once, in a worker thread, as soon as the server accepts connections — the hook
