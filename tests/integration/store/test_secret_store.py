@@ -163,3 +163,30 @@ def test_values_are_encrypted_at_rest(store: Store, db_url: str) -> None:
     store.set_shared_secret("org", "acme", "docker_password", "pw-Vc2Bx9Zn-at-rest", DOCKER)
     [(blob,)] = execute(db_url, "SELECT value FROM shared_secrets")
     assert b"pw-Vc2Bx9Zn-at-rest" not in bytes(blob)
+
+
+def test_downgrade_below_0003_keeps_what_0002_can_read(
+    store: Store, repo: Repo, db_url: str
+) -> None:
+    """Unfiltered repository secrets keep the AAD of 0002, so they survive a downgrade and
+    the upgrade after it; filtered ones (bound to their filters) and the organisation and
+    global table go with the columns that held them."""
+    from alembic import command
+
+    from bastion.store.migrate import alembic_config
+
+    store.set_repo_secret(repo.id, "plain", "plain-Qz7Wv3Kp", pull_request=True)
+    store.set_repo_secret(repo.id, "filtered", "filtered-Lm4Nb8", events=["tag"])
+    store.set_shared_secret("org", "acme", "org", "org-Rt5Yu1Io", SecretFilters())
+    engine = create_engine(db_url)
+    try:
+        with engine.begin() as conn:
+            command.downgrade(alembic_config(conn), "0002")
+            names = [r[0] for r in conn.execute(sa.text("SELECT name FROM repo_secrets"))]
+            assert "shared_secrets" not in sa.inspect(conn).get_table_names()
+    finally:
+        engine.dispose()
+    assert names == ["plain"]
+    store.migrate()
+    assert store.get_repo_secret(repo.id, "plain") == "plain-Qz7Wv3Kp"
+    assert store.describe_shared_secrets("org", "acme") == []
