@@ -219,6 +219,31 @@ def test_cli_orgsecret_and_globalsecret(
     twice = run("globalsecret", "add", "other", ORG, "--data", ORG)
     assert twice.exit_code == 2
 
+    # Repository secrets with filters, updated, and one overdue for rotation.
+    server.local_repo()
+    repo = ("--repository", "acme/web")
+    added = run("secret", "add", *repo, "--name", "token", "--data", "-", "--branch", "main",
+                "--allow-pull-request", stdin=ORG)  # fmt: skip
+    assert added.exit_code == 0, added.output
+    changed = run("secret", "update", *repo, "--name", "token", "--deny-pull-request")
+    assert changed.exit_code == 0, changed.output
+    assert "(not for pull requests)" in changed.stdout
+    web = server.ctx.store.get_repo("acme", "web")
+    assert web is not None
+    assert server.ctx.store.get_repo_secret(web.id, "token") == ORG
+    old = server.ctx.now() - 91 * 86400
+    with server.ctx.store._engine.begin() as connection:  # the value was set 91 days ago
+        connection.exec_driver_sql(f"UPDATE repo_secrets SET rotated = {old}")
+    overdue = run("secret", "ls", *repo)
+    assert "91 d (rotate)" in overdue.stdout
+    assert "overdue for rotation: token" in overdue.stderr
+    [shown] = json.loads(run("secret", "ls", *repo, "--format", "json").stdout)
+    assert (shown["branches"], shown["pull_request"], shown["rotation_due"]) == (
+        ["main"],
+        False,
+        True,
+    )
+
     assert run("orgsecret", "rm", "acme", "docker_password").exit_code == 0
     assert run("globalsecret", "rm", "npm").exit_code == 0
     missing = run("orgsecret", "info", "acme", "docker_password")
