@@ -117,6 +117,9 @@ class BuildInfo(Message):
     fork: bool = False
     created: int = 0
     started: int = 0
+    # Parameters of a promote / rollback (or custom) build: extra variables for every step,
+    # which never replace a DRONE_* / CI_* variable.
+    params: dict[str, str] = Field(default_factory=dict)
 
 
 class StageInfo(Message):

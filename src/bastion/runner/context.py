@@ -56,6 +56,7 @@ def build_context(details: StageDetails) -> BuildContext:
             created=build.created,
             started=build.started,
             fork=build.fork,
+            params=tuple(sorted(build.params.items())),
         ),
         system=System(
             host=host,

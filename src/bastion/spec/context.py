@@ -63,6 +63,9 @@ class Build:
     started: int = 0
     changed_files: tuple[str, ...] | None = None  # None: not known, `paths` conditions pass
     fork: bool = False
+    # Parameters of a promote / rollback build (name, value): variables for every step that
+    # never replace one Bastion sets (see ``environ.build_environ``).
+    params: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)

@@ -268,6 +268,11 @@ def build_environ(
         host = urlsplit(repo.http_url).hostname
         if host:
             env["DRONE_NETRC_MACHINE"] = host
+    for name, value in build.params:
+        # As in Drone, a deployment's parameters are variables of every step; unlike Drone,
+        # one named like a variable Bastion sets never replaces it (the server also refuses
+        # DRONE_* / CI_* names).
+        env.setdefault(name, value)
     return env
 
 

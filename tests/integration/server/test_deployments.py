@@ -133,6 +133,7 @@ def test_restarting_a_deployment_checks_the_rules_again(server: Harness) -> None
         ({}, "query parameter target is required"),
         ({"target": "prod uction"}, "letters, digits"),
         ({"target": "production", "1BAD": "x"}, "parameter '1BAD'"),
+        ({"target": "production", "DRONE_COMMIT_SHA": "x"}, "Bastion's own variables"),
     ],
 )
 def test_bad_deployment_requests_get_400(
@@ -203,3 +204,17 @@ def test_the_cli_manages_environments_and_promotes(
     rolled = run("build", "rollback", "acme/web", "1", "production", "--format", "json")
     assert rolled.exit_code == 0, rolled.output
     assert json.loads(rolled.stdout)["event"] == "rollback"
+
+
+def test_the_runner_receives_the_parameters(server: Harness) -> None:
+    build = first_build(server)
+    environment(server, "staging", approval=False)
+    deployed = promote(server.admin, build["number"], "staging", VERSION="3.1").json()
+    runner = FakeRunner(server, "r1")
+    seen: list[dict[str, Any]] = []
+    while (lease := runner.poll(wait=0.3)) is not None:
+        body = runner.details(lease.stage_id, lease).json()
+        seen.append(body["build"])
+    deploy = [b for b in seen if b["number"] == deployed["number"]]
+    assert deploy, seen
+    assert all(b["params"] == {"VERSION": "3.1"} and b["deploy_to"] == "staging" for b in deploy)

@@ -259,6 +259,20 @@ def test_promote_target() -> None:
     assert env["CI_BUILD_TARGET"] == "production"
 
 
+def test_promote_parameters_are_variables_that_never_replace_ours() -> None:
+    params = (("VERSION", "1.2.3"), ("DRONE_COMMIT_SHA", "forged"), ("CI", "false"))
+    ctx = dataclasses.replace(
+        PUSH,
+        build=dataclasses.replace(
+            PUSH.build, event="promote", deploy_to="production", params=params
+        ),
+    )
+    env = environ(ctx)
+    assert env["VERSION"] == "1.2.3"
+    assert env["DRONE_COMMIT_SHA"] == SHA
+    assert env["CI"] == "true"
+
+
 def test_netrc_machine_only_never_credentials() -> None:
     env = environ(netrc=True)
     assert env["DRONE_NETRC_MACHINE"] == "git.example.com"

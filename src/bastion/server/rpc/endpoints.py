@@ -175,6 +175,7 @@ def _details(ctx: ServerContext, stage: Stage, runner: Runner) -> StageDetails:
             fork=build.fork,
             created=build.created,
             started=build.started,
+            params=dict(build.params),
         ),
         stage=StageInfo(number=stage.number, name=stage.name, timeout=repo.timeout * 60),
         config=config.decode("utf-8", errors="replace"),

@@ -78,6 +78,7 @@ _MAX_ERROR_CHARS = 8000
 _TARGET = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _PARAM = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 _MAX_PARAM = 4096
+_RESERVED_PARAM_PREFIXES = ("DRONE_", "CI_")
 _SUPERSEDE_WINDOW = 50  # how many recent builds auto-cancel looks at
 
 
@@ -253,6 +254,11 @@ class TriggerService:
                 raise BadRequest(
                     f"parameter {key[:64]!r}: names are letters, digits and _ (not starting "
                     f"with a digit), values at most {_MAX_PARAM} characters"
+                )
+            if key.upper().startswith(_RESERVED_PARAM_PREFIXES):
+                raise BadRequest(
+                    f"parameter {key!r}: names starting with DRONE_ or CI_ are Bastion's own "
+                    "variables; choose another name"
                 )
         if build.event in DEPLOY_EVENTS or build.event == "pull_request":
             raise BadRequest(
