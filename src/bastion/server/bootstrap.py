@@ -28,6 +28,17 @@ ADMIN_LOGIN = "admin"
 EMBEDDED_RUNNER = "embedded"
 
 
+def _free_name(store: Store, user_id: int) -> str:
+    # A user's live tokens have distinct names (store/token_store.py): an expired or replaced
+    # bootstrap token may still hold "bootstrap".
+    taken = {t.name for t in store.list_tokens(user_id, live=True)}
+    name, n = "bootstrap", 1
+    while name in taken:
+        n += 1
+        name = f"bootstrap-{n}"
+    return name
+
+
 @dataclass(frozen=True)
 class AdminBootstrap:
     token_file: Path
@@ -49,7 +60,7 @@ def ensure_admin(store: Store, data_dir: Path, *, now: int) -> AdminBootstrap:
     if token is not None:
         found = store.find_token(hash_token(token))
         if found is None:
-            store.create_token(admin.id, "bootstrap", hash_token(token), ALL_SCOPES)
+            store.create_token(admin.id, _free_name(store, admin.id), hash_token(token), ALL_SCOPES)
             log.info("registered the admin token from %s", path)
         elif found[0].revoked:
             log.warning("the token in %s was revoked; it does not work", path)
@@ -63,7 +74,7 @@ def ensure_admin(store: Store, data_dir: Path, *, now: int) -> AdminBootstrap:
         return AdminBootstrap(path, created_token=False)
     token = new_token("api")
     write_secret_file(path, token)
-    store.create_token(admin.id, "bootstrap", hash_token(token), ALL_SCOPES)
+    store.create_token(admin.id, _free_name(store, admin.id), hash_token(token), ALL_SCOPES)
     log.info("generated a token for %r into %s (mode 0600)", ADMIN_LOGIN, path)
     return AdminBootstrap(path, created_token=True)
 
