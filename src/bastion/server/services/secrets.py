@@ -135,6 +135,9 @@ class StageDelivery:
     denials: dict[str, dict[str, str]] = field(default_factory=dict)
 
 
+_NOTHING = StageDelivery()  # the answer when no scope holds a secret (compared by identity)
+
+
 @dataclass(frozen=True)
 class _Source:
     """Where a referenced name resolved to: a stored record, or an external value."""
@@ -220,7 +223,8 @@ class StageSecrets:
         """Decide, without handing out or recording anything: the delivery and the stored
         records it opened."""
         if self._provider is None and not self._store.has_secrets_for(repo.id, repo.owner):
-            return StageDelivery(), []  # nothing anyone could receive: no parsing at all
+            # Nothing anyone could receive: no parsing, and (``delivery``) nothing to mask.
+            return _NOTHING, []
         refs = self.refs(repo, build, stage, config)
         if not refs.steps:
             return StageDelivery(), []
@@ -276,7 +280,7 @@ class StageSecrets:
         """What ``stage`` is sent; its masker masks the values from now on, their use is
         recorded and audited."""
         decided, opened = self.plan(repo, build, stage, config)
-        self._remember(repo, stage, decided.values.values())
+        self._remember(repo, stage, decided.values.values(), scopes_empty=decided is _NOTHING)
         if not decided.values:
             return decided
         label = f"{repo.slug}#{build.number}"
@@ -402,14 +406,23 @@ class StageSecrets:
                 continue  # never handed out either (plan refuses it): nothing to mask
         return values
 
-    def _remember(self, repo: Repo | None, stage: Stage, handed: Iterable[str]) -> SecretMasker:
+    def _remember(
+        self,
+        repo: Repo | None,
+        stage: Stage,
+        handed: Iterable[str],
+        *,
+        scopes_empty: bool = False,
+    ) -> SecretMasker:
         """Build (and cache) the masker of ``stage``: ``handed`` and whatever was handed to
-        it before, the secrets of its scopes, the clone password."""
+        it before, the secrets of its scopes (unless the caller just found there are none),
+        the clone password."""
         with self._lock:
             changes = self._changes
         others: set[str] = set()
         if repo is not None:
-            others.update(self._scope_values(repo))
+            if not scopes_empty:
+                others.update(self._scope_values(repo))
             others.add(self.clone(repo, stage).password)
         with self._lock:
             previous = self._maskers.get(stage.id)
