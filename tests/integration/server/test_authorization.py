@@ -198,33 +198,6 @@ ROUTES = [
         "/api/repos/acme/web/builds/1/logs/1/1",
         USER,
     ),
-    Route("GET", "/api/runners", "/api/runners", ADMIN),
-    Route("POST", "/api/runners", "/api/runners", ADMIN, body={"name": "another"}),
-    Route("DELETE", "/api/runners/{name}", "/api/runners/r1", {**ADMIN, "admin": 204}),
-    Route("GET", "/api/audit", "/api/audit", ADMIN),
-    Route("POST", "/api/admin/rekey", "/api/admin/rekey", ADMIN, body={"dry_run": True}),
-    Route("GET", "/api/stream", "/api/stream", USER, stream=True),
-    Route(
-        "GET",
-        "/api/stream/{owner}/{name}/{number}/{stage}/{step}",
-        "/api/stream/acme/web/1/1/1",
-        USER,
-        stream=True,
-    ),
-]
-
-
-@dataclass
-class World:
-    server: Harness
-    tokens: dict[str, str | None]
-
-
-def _world(tmp_path: Path) -> Iterator[World]:
-    for server in start_server(tmp_path):
-        checkout = server.local_repo()
-        checkout.commit({".drone.yml": PIPELINE}, "Pipeline")
-        checkout.push()
     # Cron jobs: write access for everything, as in Drone ("nightly" exists in the world).
     Route("GET", "/api/repos/{owner}/{name}/cron", "/api/repos/acme/web/cron", ADMIN),
     Route(
@@ -255,6 +228,33 @@ def _world(tmp_path: Path) -> Iterator[World]:
         # the first writer deletes it; the next ones find nothing
         {**ADMIN, "write": 204, "repo_admin": 404, "session": 404, "admin": 404},
     ),
+    Route("GET", "/api/runners", "/api/runners", ADMIN),
+    Route("POST", "/api/runners", "/api/runners", ADMIN, body={"name": "another"}),
+    Route("DELETE", "/api/runners/{name}", "/api/runners/r1", {**ADMIN, "admin": 204}),
+    Route("GET", "/api/audit", "/api/audit", ADMIN),
+    Route("POST", "/api/admin/rekey", "/api/admin/rekey", ADMIN, body={"dry_run": True}),
+    Route("GET", "/api/stream", "/api/stream", USER, stream=True),
+    Route(
+        "GET",
+        "/api/stream/{owner}/{name}/{number}/{stage}/{step}",
+        "/api/stream/acme/web/1/1/1",
+        USER,
+        stream=True,
+    ),
+]
+
+
+@dataclass
+class World:
+    server: Harness
+    tokens: dict[str, str | None]
+
+
+def _world(tmp_path: Path) -> Iterator[World]:
+    for server in start_server(tmp_path):
+        checkout = server.local_repo()
+        checkout.commit({".drone.yml": PIPELINE}, "Pipeline")
+        checkout.push()
         wait_for(server.builds)
         runner = FakeRunner(server, "r1")
         lease = runner.poll()
@@ -266,6 +266,14 @@ def _world(tmp_path: Path) -> Iterator[World]:
         store.set_repo_secret(store_repo_id(server), "token", "world-token-value")
         store.put_environment(
             store_repo_id(server), "qa", branches=[], approval=False, approvers=[]
+        )
+        store.create_cron(
+            store_repo_id(server),
+            name="nightly",
+            expr="@daily",
+            branch="main",
+            disabled=False,
+            next_run=2_000_000_000,
         )
         store.set_shared_secret("org", "acme", "token", "org-token-value", SecretFilters())
         store.set_shared_secret("global", "", "token", "global-token-value", SecretFilters())
@@ -361,14 +369,6 @@ def test_the_last_admin_cannot_lock_the_server_out(server: Harness) -> None:
 def test_request_bodies_are_checked_with_a_message_naming_the_field(server: Harness) -> None:
     response = server.admin.post("/api/users", json={"login": "bob", "admn": True})
     assert response.status_code == 400
-        store.create_cron(
-            store_repo_id(server),
-            name="nightly",
-            expr="@daily",
-            branch="main",
-            disabled=False,
-            next_run=2_000_000_000,
-        )
     assert response.json() == {"message": "body field admn: unknown field (check its spelling)"}
     bad = server.admin.post("/api/repos", json={"owner": "../etc", "name": "x"})
     assert bad.status_code == 400
