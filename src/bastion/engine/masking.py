@@ -35,8 +35,9 @@ each with a marker naming its kind, ``[masked: github-token]``
 (:func:`credential_kinds_in`). A detector is one more kind of anchor in the same automaton
 (its literal prefix), checked with a regular expression where the anchor occurs, in the text
 itself (not across joins), so it costs little more than a secret. Where a detected credential
-overlaps a declared secret the marker wins, so a declared token printed raw is audited too; a
-private key block wins over everything within it. A private key block runs from its
+overlaps a declared secret, the secret's ``********`` wins (it is not an undeclared leak); a
+private key block wins over everything within it (a key printed is worth an audit event,
+declared or not). A private key block runs from its
 ``-----BEGIN ... PRIVATE KEY-----`` header through the matching END line, across line breaks
 and writes: each line of it becomes one marker (its line breaks and indentation kept); the
 stream remembers that a block is open and how many lines it has run, and a block with no END
@@ -466,12 +467,13 @@ def _joined(text: str, head_run: int) -> _Joined | None:
 
 # A merged interval's kind: "" for a declared secret's form, else a detected credential's kind.
 # When intervals of several kinds merge, the highest rank names the replacement: a private
-# key block, then a detected credential (the server audits it), then a declared secret.
+# key block (all of it is one, whatever it contains), then a declared secret (a declared
+# token printed is masked as a secret, as it always was), then a detected credential.
 _PRIVATE_KEY = "private-key"
 
 
 def _rank(kind: str) -> int:
-    return 2 if kind == _PRIVATE_KEY else 1 if kind else 0
+    return 2 if kind == _PRIVATE_KEY else 0 if kind else 1
 
 
 # (start, end, kind) of a masked interval; see ``_rank`` for the kind.

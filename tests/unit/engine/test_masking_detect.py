@@ -238,12 +238,14 @@ def test_without_detection_nothing_is_detected() -> None:
 # --- declared and detected together --------------------------------------------------------
 
 
-def test_a_declared_token_shows_the_detection_marker_and_its_encodings_the_replacement() -> None:
+def test_a_declared_token_is_masked_as_a_secret_and_a_declared_key_as_a_key() -> None:
     value = GITHUB["ghs_"]
-    masker = SecretMasker([value])
+    masker = SecretMasker([value, RSA_KEY])
     encoded = base64.b64encode(value.encode()).decode()
-    masked = masker.mask(f"{value}\n{encoded}\n")
-    assert masked == f"{marker('github-token')}\n{REPLACEMENT}\n"
+    masked = masker.mask(f"{value} {GITHUB['ghp_']}\n{encoded}\n")
+    assert masked == f"{REPLACEMENT} {marker('github-token')}\n{REPLACEMENT}\n"
+    lines = masker.mask(RSA_KEY).splitlines()
+    assert lines == [marker("private-key")] * len(RSA_KEY.splitlines())
 
 
 def test_credential_kinds_in_ignores_unknown_and_malformed_markers() -> None:
