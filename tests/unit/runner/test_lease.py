@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 
 import httpx
+import pytest
 from tests.unit.runner.factories import lease
 
 from bastion.client import Backoff, RunnerClient
@@ -108,4 +110,27 @@ def test_a_short_outage_within_the_lease_changes_nothing() -> None:
     time.sleep(0.2)
     assert not keeper.cancel.is_set()
     assert not keeper.lapsed
+    keeper.stop()
+
+
+def test_a_heartbeat_refused_after_complete_was_sent_is_no_lost_lease(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """`complete` ends the lease on the server; a heartbeat racing it gets 409. That is the
+    expected end, not a lost lease: no warning, nothing stopped, no more heartbeats."""
+    beats = Beats()
+    keeper = keeper_for(beats)
+    assert wait_for(lambda: beats.count >= 1)
+    with caplog.at_level(logging.WARNING, logger="bastion.runner.lease"):
+        keeper.completing.set()  # what StageRun._finish does just before `complete`
+        beats.status = 409
+        keeper._thread.join(5)  # the keeper ends by itself on the refusal
+        assert not keeper._thread.is_alive()
+    count = beats.count
+    time.sleep(0.2)
+    assert beats.count == count  # no more heartbeats
+    assert not keeper.lost
+    assert not keeper.cancel.is_set()
+    assert not keeper.give_up.is_set()
+    assert not [r for r in caplog.records if "lease lost" in r.getMessage()]
     keeper.stop()
