@@ -5,8 +5,8 @@ A new or rotated token is printed once, on stdout alone with ``--format json`` o
 line otherwise, so it can be piped into a file; the server keeps only its hash. ``revoke
 --user X --all`` revokes every token of X; ``revoke-all`` is the emergency switch that
 revokes every token of every user, the caller's own too unless ``--keep-mine``, and asks for
-``--yes`` because it logs everyone out. Bad options exit 2 naming the option; the server's
-refusals exit 1 with its message.
+``--yes`` because it logs everyone out. ``unlock`` lifts the lockouts of failed logins and bad
+tokens. Bad options exit 2 naming the option; the server's refusals exit 1 with its message.
 """
 
 from __future__ import annotations
@@ -217,3 +217,19 @@ def token_revoke_all(
         else:
             kept = "; yours was kept" if keep_mine else "; yours too"
             stdout().print(Text(f"revoked {count} token(s){kept}"))
+
+
+@token_app.command("unlock")
+def token_unlock(
+    server: ServerOption = None,
+    insecure: InsecureOption = False,
+    ca_cert: CaCertOption = None,
+    output: FormatOption = OutputFormat.TABLE,
+) -> None:
+    """Lift every lockout of failed logins and bad tokens (admins; from an unlocked address)."""
+    with failures(), connect(server, insecure, ca_cert) as client:
+        count = client.lockouts_lift()
+        if output is OutputFormat.JSON:
+            dump({"lifted": count})
+        else:
+            stdout().print(Text(f"lifted {count} lockout(s)"))

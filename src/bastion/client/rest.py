@@ -38,6 +38,7 @@ from bastion.rpc.api import (
     CronPatch,
     EnvironmentIn,
     EnvironmentOut,
+    LockoutsLifted,
     LogLineOut,
     RekeyOut,
     RekeyRequest,
@@ -222,6 +223,11 @@ class BastionClient:
         """Revoke every token of ``login`` (admins); how many were live."""
         response = self._request("DELETE", self._tokens(login))
         return self._parse(response, TokensRevoked).revoked
+
+    def lockouts_lift(self) -> int:
+        """Lift every authentication lockout (admins); how many there were."""
+        response = self._request("DELETE", "/api/admin/lockouts")
+        return self._parse(response, LockoutsLifted).lifted
 
     def tokens_revoke_everyone(self, *, keep_mine: bool = False) -> int:
         """The emergency switch (admins): revoke every token of every user."""

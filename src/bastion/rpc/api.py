@@ -200,6 +200,10 @@ class TokensRevoked(Response):
     revoked: int
 
 
+class LockoutsLifted(Response):
+    lifted: int
+
+
 class RevokeAllTokens(Request):
     """``POST /api/admin/tokens/revoke-all``: the caller's own token dies too, unless
     ``keep_mine`` (then the caller can still act after the emergency)."""

@@ -77,6 +77,7 @@ ROUTES = [
     ),
     Route("DELETE", "/api/users/{login}/tokens", "/api/users/spare/tokens", ADMIN),
     Route("POST", "/api/admin/tokens/revoke-all", "/api/admin/tokens/revoke-all", ADMIN, body={}),
+    Route("DELETE", "/api/admin/lockouts", "/api/admin/lockouts", ADMIN),
     Route("GET", "/api/repos", "/api/repos", USER),
     Route("POST", "/api/repos", "/api/repos", ADMIN, body={"owner": "acme", "name": "new"}),
     Route("GET", "/api/repos/{owner}/{name}", "/api/repos/acme/web", USER),

@@ -78,6 +78,9 @@ def test_revoke_a_users_tokens_and_everyones(cli: Harness) -> None:
     assert kept.exit_code == 0, kept.output
     assert bob.get("/api/user").status_code == 401
     assert cli.admin.get("/api/user").status_code == 200
+    unlocked = run("token", "unlock", "--format", "json")
+    assert unlocked.exit_code == 0, unlocked.output
+    assert json.loads(unlocked.stdout) == {"lifted": 0}
     everyone = run("token", "revoke-all", "--yes")
     assert everyone.exit_code == 0, everyone.output
     assert cli.admin.get("/api/user").status_code == 401

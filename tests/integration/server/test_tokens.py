@@ -221,3 +221,8 @@ def test_forwarded_for_from_a_trusted_proxy(make_server: Callable[..., Harness])
     assert server.admin.get("/api/user").status_code == 200
     [event] = _events(server, "auth.lockout")
     assert event["source"] == "192.0.2.1"
+    # An administrator (from an address that is not locked) lifts the lockouts.
+    lifted = server.admin.delete("/api/admin/lockouts")
+    assert lifted.json() == {"lifted": 1}
+    assert guess("192.0.2.1") == 401
+    assert _events(server, "auth.unlocked")[-1]["lockouts"] == 1

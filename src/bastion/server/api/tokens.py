@@ -1,5 +1,6 @@
 """API tokens: ``/api/user/tokens`` (your own), ``/api/users/{login}/tokens`` and the emergency
-``/api/admin/tokens/revoke-all`` (administrators).
+``/api/admin/tokens/revoke-all`` (administrators); ``DELETE /api/admin/lockouts`` lifts the
+lockouts of ``services/guard.py``.
 
 A token is shown once, when it is created or rotated; the server keeps only its hash, and
 lists name, scopes, created, expires and last use. Rules that keep a token from being a way up:
@@ -25,7 +26,14 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 
 from bastion.crypto import hash_token, new_token
-from bastion.rpc.api import RevokeAllTokens, TokenCreate, TokenCreated, TokenOut, TokensRevoked
+from bastion.rpc.api import (
+    LockoutsLifted,
+    RevokeAllTokens,
+    TokenCreate,
+    TokenCreated,
+    TokenOut,
+    TokensRevoked,
+)
 from bastion.server.auth import AdminDep, CtxDep, Principal, UserDep
 from bastion.server.context import ServerContext
 from bastion.server.errors import BadRequest, Forbidden, NotFound
@@ -281,3 +289,12 @@ def revoke_every_token(body: RevokeAllTokens, admin: AdminDep, ctx: CtxDep) -> T
         detail={"revoked": count, "kept_mine": keep is not None},
     )
     return TokensRevoked(revoked=count)
+
+
+@router.delete("/api/admin/lockouts")
+def lift_lockouts(admin: AdminDep, ctx: CtxDep) -> LockoutsLifted:
+    """Lift every authentication lockout and forget the failures counted so far (e.g. an
+    office behind one address locked out by someone's script)."""
+    count = ctx.store.clear_auth_lockouts()
+    ctx.audit.record("auth.unlocked", actor=admin.user.login, detail={"lockouts": count})
+    return LockoutsLifted(lifted=count)
