@@ -153,6 +153,9 @@ class CommitStatusReporter:
         # build id -> (not before, failed attempts so far); insertion order is arrival order
         self._due: dict[int, tuple[float, int]] = {}
         self._sent: OrderedDict[int, tuple[str, str, str]] = OrderedDict()
+        # Builds there is nobody to report to (local forge, no token): their many changes
+        # (every step update) are dropped at once instead of each costing two reads.
+        self._silent: OrderedDict[int, None] = OrderedDict()
         self._thread: threading.Thread | None = None
         self._closed = False
         self._busy = False
@@ -160,7 +163,7 @@ class CommitStatusReporter:
     def changed(self, build_id: int) -> None:
         """Note that ``build_id`` may have changed; returns at once."""
         with self._cond:
-            if self._closed:
+            if self._closed or build_id in self._silent:
                 return
             if build_id not in self._due:
                 self._due[build_id] = (0.0, 0)
@@ -245,7 +248,10 @@ class CommitStatusReporter:
         except StoreError as exc:
             log.warning("commit status of build %d: cannot read it: %s", build_id, exc)
             return False
-        if build is None or repo is None or repo.forge == "local":
+        if build is None or repo is None:
+            return True
+        if repo.forge == "local" or not self._commits.configured(repo.forge):
+            self._silence(build_id)
             return True
         status = commit_status_for(build, repo, self._settings)
         if status is None or not build.after:
@@ -254,9 +260,6 @@ class CommitStatusReporter:
         with self._cond:
             if self._sent.get(build_id) == key:
                 return True
-        if not self._commits.configured(repo.forge):
-            log.debug("commit status of %s#%d: no %s token", repo.slug, build.number, repo.forge)
-            return True
         try:
             self._commits.client(repo.forge).post_status(repo.owner, repo.name, build.after, status)
         except (ForgeError, ValueError) as exc:
@@ -282,3 +285,9 @@ class CommitStatusReporter:
             while len(self._sent) > _SENT_MEMORY:
                 self._sent.popitem(last=False)
         return True
+
+    def _silence(self, build_id: int) -> None:
+        with self._cond:
+            self._silent[build_id] = None
+            while len(self._silent) > _SENT_MEMORY:
+                self._silent.popitem(last=False)
