@@ -18,10 +18,13 @@ What runs, all on 127.0.0.1 and all stopped at the end by PID:
   process``, the default), or ``bastion.runner.Runner`` objects in threads of this script's
   process (``--mode thread``: one interpreter, so one GIL, for the ten of them).
 
-Each stage goes through the whole protocol: long-poll, lease, details, step updates,
-complete (each an HTTP request), with the server's build state machine settling the build
-after each change. Timings come from the server's log (millisecond timestamps): a stage is
-leased at its "leased to runner" line and completed at its "ended" line.
+Each stage goes through the whole protocol: long-poll and lease (whose reply carries the
+stage's details), step updates (for these instant steps normally none: the runner holds an
+update half a second for a newer state and drops what is still waiting at the end, as
+``complete`` carries the final steps), complete (each an HTTP request), with the server's
+build state machine settling the build after each change. Timings come from the server's
+log (millisecond timestamps): a stage is leased at its "leased to runner" line and completed
+at its "ended" line.
 
 * **overall** = stages / (first lease → last completion): the issue's measure. It includes
   the runners' start-up, one after the other on a busy machine (a subprocess takes about a
@@ -39,8 +42,8 @@ Baselines, measured in the same run:
 * **store floor**: the database work of the same cycle without HTTP, the runners or the build
   state machine: ``--runners`` threads of this process call, on a fresh SQLite store with the
   same stages, exactly what ``Scheduler.try_lease`` and ``BuildService.end_stage`` call on the
-  store to lease and to end a stage (``pending_stage_keys(limit=200)`` with a random start,
-  ``lease_stage``, ``get_stage``, ``update_stage``). Bastion can only be slower; the ratio
+  store to lease and to end a stage (``pending_stage_keys(limit=20)`` with a random start,
+  ``take_stage``, ``finish_stage``). Bastion can only be slower; the ratio
   says how much of the storage's capacity the whole system reaches.
 * **HTTP floor**: requests per second the same server answers for ``GET /version`` (no
   database, no auth) from ``--runners`` client threads, before the runners start. Divided by
@@ -546,29 +549,21 @@ def store_floor(tmp: Path, builds: int, pipelines: int, threads: int) -> tuple[f
             runner = runners[index]
             while True:
                 leased = None
-                keys = store.pending_stage_keys(limit=200)  # as Scheduler.try_lease
+                keys = store.pending_stage_keys(limit=20)  # as Scheduler.try_lease
                 start = random.randrange(len(keys)) if keys else 0
                 for key in keys[start:] + keys[:start]:
                     lease = hash_token(new_token("lease"))
                     expires = int(time.time()) + 60
-                    if store.lease_stage(key.id, runner.id, runner.name, lease, expires):
-                        leased = store.get_stage(key.id)
+                    taken = store.take_stage(key.id, runner.id, runner.name, lease, expires)
+                    if taken is not None:
+                        leased = taken[0]
                         break
                 if leased is None:
                     if not store.pending_stage_keys(limit=1):
                         return
                     continue
-                current = store.get_stage(leased.id)  # as BuildService.end_stage
-                assert current is not None
-                now = int(time.time())
-                store.update_stage(
-                    leased.id,
-                    status=Status.SUCCESS,
-                    error="",
-                    exit_code=0,
-                    stopped=now,
-                    started=now,
-                )
+                # As BuildService.end_stage.
+                store.finish_stage(leased.id, status=Status.SUCCESS, error="")
                 with lock:
                     done[leased.id] += 1
 

@@ -836,8 +836,8 @@ class Store(
         and give the stage its outcome (its lease ends; ``started`` = now unless set).
 
         Returns the stage, whether this call ended it (False when it had ended already: the
-        first outcome is kept, the steps are not written) and, when it did, its build and
-        all the build's stages as they are once it ended; None when the stage does not
+        first outcome is kept, the steps are not written) and, when it did, the status of
+        its build and of all the build's stages once it ended; None when the stage does not
         exist."""
         now = self._now()
         with self._core(write=True) as connection:
@@ -858,7 +858,7 @@ class Store(
                 if current is None:
                     return None
             if current.status.done:
-                return StageEnd(current, False, None, [])
+                return StageEnd(current, False, None, ())
             for report in steps:
                 connection.execute(
                     _step_upsert(self._dialect, bool(report.started), bool(report.stopped)),
@@ -892,19 +892,19 @@ class Store(
                 .returning(*_STAGES.c)
             ).one()
             stage = _convert.stage(row)
-            build: Any = connection.execute(
-                select(_BUILDS).where(_BUILDS.c.id == stage.build_id)
-            ).first()
-            rows: Any = connection.execute(
-                select(_STAGES)
+            build_status = connection.execute(
+                select(_BUILDS.c.status).where(_BUILDS.c.id == stage.build_id)
+            ).scalar()
+            statuses = connection.execute(
+                select(_STAGES.c.status)
                 .where(_STAGES.c.build_id == stage.build_id)
                 .order_by(_STAGES.c.number)
-            )
+            ).scalars()
             return StageEnd(
                 stage,
                 True,
-                None if build is None else _convert.build(build),
-                [_convert.stage(r) for r in rows],
+                None if build_status is None else Status(build_status),
+                tuple(Status(s) for s in statuses),
             )
 
     def list_steps(self, stage_id: int) -> list[Step]:

@@ -268,13 +268,13 @@ class StepReport:
 @dataclass(frozen=True)
 class StageEnd:
     """What ``Store.finish_stage`` did: the stage, whether this call ended it, and (when it
-    did) its build and all the build's stages as they were right after, in the same
-    transaction."""
+    did) the status of its build and of each of the build's stages (by number) right after,
+    in the same transaction."""
 
     stage: Stage
     ended: bool
-    build: Build | None
-    stages: list[Stage]
+    build_status: Status | None
+    stage_statuses: tuple[Status, ...]
 
 
 @dataclass(frozen=True)

@@ -187,8 +187,8 @@ class BuildService:
             return stage
         log.info("stage %d (%s) ended: %s", stage.id, stage.name, status.value)
         self._logs.notify(stage.id)
-        if _nothing_to_settle(ended.build, ended.stages):
-            self._publish_build_id(stage.build_id, build=ended.build)
+        if _nothing_to_settle(ended.build_status, ended.stage_statuses):
+            self._publish_build_id(stage.build_id)
         else:
             self.advance(stage.build_id)
         return stage
@@ -314,16 +314,13 @@ class BuildService:
             self._events.publish(self._build_event(repo, build))
 
 
-def _nothing_to_settle(build: Build | None, stages: Sequence[Stage]) -> bool:
-    """Whether ``advance`` would change nothing, judged from the build and its stages as they
-    were right after a stage ended (in that transaction): the build runs, no stage waits for
-    others (none can start waiting later) and some stage is not done (whoever ends the last
-    one sees all done in its own, later snapshot and settles the build)."""
+def _nothing_to_settle(build: Status | None, stages: Sequence[Status]) -> bool:
+    """Whether ``advance`` would change nothing, judged from the statuses of the build and of
+    its stages right after a stage ended (in that transaction): the build runs, no stage
+    waits for others (none can start waiting later) and some stage is not done (whoever
+    ends the last one sees all done in its own, later snapshot and settles the build)."""
     return (
-        build is not None
-        and build.status == Status.RUNNING
-        and not any(s.status == Status.WAITING for s in stages)
-        and not all(s.status.done for s in stages)
+        build == Status.RUNNING and Status.WAITING not in stages and not all(s.done for s in stages)
     )
 
 

@@ -38,7 +38,12 @@ from bastion.store.types import Runner, Stage, StageKey
 
 log = logging.getLogger("bastion.server")
 
-_CANDIDATES = 200  # enough to look past stages this runner cannot take (labels)
+# Candidates per lease attempt: a few, so that leasing one stage does not read (and decode
+# the labels of) hundreds; enough of them that concurrent pollers, each starting at a random
+# one, rarely compare-and-set the same stage. When none of the first few fits the runner (its
+# labels, os, arch), it looks further, up to _CANDIDATES.
+_FIRST_CANDIDATES = 20
+_CANDIDATES = 200
 
 # Makes a freshly leased stage's details for the lease reply; None when it cannot now.
 StageDetailsFor = Callable[[Stage], StageDetails | None]
@@ -76,14 +81,18 @@ class Scheduler:
     ) -> Lease | None:
         """Lease one matching pending stage to ``runner`` now, or None (blocking; threads).
 
-        The candidates are the oldest ``_CANDIDATES`` pending stages, read as (id, os, arch,
-        labels) only. The attempts start at a random one of those this runner can take and go
-        round: concurrent pollers then rarely compare-and-set the same stage.
+        The candidates are the oldest ``_FIRST_CANDIDATES`` pending stages (``_CANDIDATES``
+        when none of those fits the runner), read as (id, os, arch, labels) only. The
+        attempts start at a random one of those this runner can take and go round:
+        concurrent pollers then rarely compare-and-set the same stage.
 
         ``details``, when given, makes the stage's details for the lease reply (None when
         they cannot be made now: the runner then asks for them with the lease)."""
-        keys = self._store.pending_stage_keys(limit=_CANDIDATES)
+        keys = self._store.pending_stage_keys(limit=_FIRST_CANDIDATES)
         matching = [key for key in keys if runner_can_run(key, poll)]
+        if not matching and len(keys) == _FIRST_CANDIDATES:
+            keys = self._store.pending_stage_keys(limit=_CANDIDATES)
+            matching = [key for key in keys if runner_can_run(key, poll)]
         if not matching:
             return None
         start = random.randrange(len(matching))  # noqa: S311 - spreads pollers, not a secret
