@@ -124,6 +124,7 @@ def test_exec_builds_the_head_of_the_jobs_branch_with_drone_cron(server: Harness
     assert build["target"] == "release"
     assert build["ref"] == "refs/heads/release"
     assert build["message"] == "Release notes"
+    assert (build["trigger"], build["sender"]) == ("admin", "admin")  # started by hand
     assert build["status"] == "pending"  # the trigger matched event cron, name nightly
 
 

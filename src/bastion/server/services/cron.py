@@ -311,6 +311,9 @@ class CronService:
             author_email=author_email,
             cron=cron.name,
             trigger=trigger,
+            # who started it by hand (exec) is its sender, as for a custom build: the rules
+            # on approving one's own change apply to them
+            sender="" if trigger == CRON_TRIGGER else trigger,
         )
 
     def _record_error(self, cron: Cron, error: str) -> None:
