@@ -92,4 +92,3 @@ def test_racing_claims_succeed_once(store: Store, clock: FakeClock) -> None:
     for thread in threads:
         thread.join(timeout=60)
     assert sorted(wins) == [False] * 7 + [True]
-
