@@ -200,5 +200,5 @@ def test_the_production_callback_records_an_audit_event_without_the_value(
         "test",
         stage.machine,
     )
-    assert event.detail == {"kind": "github-token"}
+    assert event.detail == {"kind": "github-token", "step_number": step.number}
     assert GITHUB_TOKEN not in repr(event)

@@ -75,14 +75,17 @@ def credential_auditor(store: Store, audit: AuditLog) -> CredentialCallback:
     def record(stage: Stage, step: Step, kind: str) -> None:
         repo = store.get_repo_by_id(stage.repo_id)
         build = store.get_build_by_id(stage.build_id)
+        # Lines may come before the step's first report (its name then is a placeholder,
+        # "step N"): read it again, and name the step by number too.
+        current = store.get_step(stage.id, step.number) or step
         audit.record(
             CREDENTIAL_EVENT,
             repo=repo.slug if repo is not None else "",
             build=build.number if build is not None else None,
             stage=stage.number,
-            step=step.name,
+            step=current.name,
             runner=stage.machine,
-            detail={"kind": kind},
+            detail={"kind": kind, "step_number": step.number},
         )
 
     return record
