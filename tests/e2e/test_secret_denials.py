@@ -82,7 +82,7 @@ def test_denied_references_fail_their_own_step_with_the_rule(stack: Stack) -> No
     }, build
     assert steps["sneaky"]["error"] == (
         "secret 'docker_password' is not available to step 'sneaky': it is limited to the "
-        "plugin images bastion/busybox, and the step sets commands or an entrypoint"
+        "plugin images bastion/busybox, and the step sets commands"
     )
     assert "not 'bastion/python:3.11'" in steps["other-image"]["error"]
     assert steps["release"]["error"] == (

@@ -149,7 +149,7 @@ def test_each_step_gets_only_what_it_references_and_may_have(
     # missing registry credentials to every step.
     assert got.denials["sneaky"]["docker_password"] == (
         "secret 'docker_password' is not available to step 'sneaky': it is limited to the "
-        "plugin images plugins/docker, and the step sets commands or an entrypoint"
+        "plugin images plugins/docker, and the step sets commands"
     )
     for step in ("test", "publish", "sneaky", "override"):
         assert "secret 'registry' does not exist" in got.denials[step]["registry"]

@@ -9,10 +9,12 @@ the value):
 2. a ``pull_request`` build only a secret that allows pull requests;
 3. the build's **event** must be among the secret's events (none listed: any event);
 4. the build's **target branch** must match one of its branch globs (none: any branch);
-5. a secret with **images** is plugin-only: refused to a step that sets ``commands`` or
-   ``entrypoint`` (which could print it), and to a step whose image matches none of the
-   globs. Image references are compared without a ``docker.io/`` / ``index.docker.io/`` /
-   ``library/`` prefix, and a glob without a tag or digest matches any tag of the image
+5. a secret with **images** is plugin-only: refused to a step that could run other code
+   than the image's own program (``commands``, ``entrypoint``, ``command``, a loader or
+   interpreter variable, a volume or the workspace over the image's programs: see
+   ``engine.secret_refs``), and to a step whose image matches none of the globs. Image
+   references are compared without a ``docker.io/`` / ``index.docker.io/`` / ``library/``
+   prefix, and a glob without a tag or digest matches any tag of the image
    (``plugins/docker`` matches ``plugins/docker``, ``plugins/docker:20`` and
    ``docker.io/plugins/docker:latest``); a glob with a tag must match the tag too. An image
    computed at run time (``${...}``) cannot be checked here and is refused.
@@ -92,16 +94,26 @@ def build_denial(name: str, filters: SecretFilters, build: Build) -> str:
     return ""
 
 
-def step_denial(name: str, filters: SecretFilters, step: str, image: str, *, plugin: bool) -> str:
+def step_denial(
+    name: str,
+    filters: SecretFilters,
+    step: str,
+    image: str,
+    *,
+    plugin: bool,
+    not_plugin: str = "",
+) -> str:
     """Why step ``step`` (of ``image``) may not receive secret ``name`` in its environment
-    (rule 5); "" when allowed."""
+    (rule 5); "" when allowed. ``not_plugin`` says why the step is not a plugin
+    (``StepRefs.not_plugin``)."""
     if not filters.images:
         return ""
     allowed = ", ".join(filters.images)
     if not plugin:
+        why = not_plugin or "the step sets commands or an entrypoint"
         return (
             f"secret {name!r} is not available to step {step!r}: it is limited to the plugin "
-            f"images {allowed}, and the step sets commands or an entrypoint"
+            f"images {allowed}, and {why}"
         )
     if "$" in image:
         return (

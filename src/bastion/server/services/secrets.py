@@ -240,7 +240,12 @@ class StageSecrets:
                 reason = src.denial or build_denial(name, src.filters, build)
                 if not reason and name in step.env:
                     reason = step_denial(
-                        name, src.filters, step.name, step.image, plugin=step.plugin
+                        name,
+                        src.filters,
+                        step.name,
+                        step.image,
+                        plugin=step.plugin,
+                        not_plugin=step.not_plugin,
                     )
                 elif not reason and not pull_applies(src.filters, step.image):
                     continue  # registry credentials for other images: not this step's
