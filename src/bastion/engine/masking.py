@@ -109,7 +109,12 @@ that is complete and straddles the cut is emitted as one replacement per line pi
 remainder is remembered, so the streamed output is exactly ``mask`` of the whole text,
 however it was split. The stream remembers how many base64 characters end the part of the
 current line it has emitted, to decide about the next line break. The detector's matches are
-at most ``_credentials.LONGEST`` (266) characters long and count in ``longest_form``.
+at most ``_credentials.LONGEST`` (266) characters long and count in ``longest_form``. A
+private key block is the exception to "no match crosses a line break": it is found by its
+header (a match like the others), and from there on it is a state of the stream (a block is
+open, so many line breaks of it were emitted), which masks whatever comes until the END
+marker; an END marker is never cut by a cut, since an incomplete one starts within the
+held-back tail.
 :meth:`MaskingStream.line` masks a text that arrives as complete lines (the server's), with
 nothing held back.
 
