@@ -113,7 +113,7 @@ at most ``_credentials.LONGEST`` (266) characters long and count in ``longest_fo
 private key block is the exception to "no match crosses a line break": it is found by its
 header (a match like the others), and from there on it is a state of the stream (a block is
 open, so many line breaks of it were emitted), which masks whatever comes until the END
-marker; an END marker is never cut by a cut, since an incomplete one starts within the
+marker; an END marker is never split by a cut, since an incomplete one starts within the
 held-back tail.
 :meth:`MaskingStream.line` masks a text that arrives as complete lines (the server's), with
 nothing held back.
