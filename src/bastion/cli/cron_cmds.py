@@ -1,12 +1,14 @@
-"""Cron job commands, as Drone's CLI: ``bastion cron add|ls|info|update|rm|exec OWNER/NAME``.
+"""Cron job commands, as Drone's CLI: ``bastion cron add|ls|info|update|enable|disable|rm|exec
+OWNER/NAME``.
 
 ``add OWNER/NAME NAME EXPR [--branch B] [--disabled]`` creates a job (``EXPR``: six fields
 with seconds first as in Drone, five minute-first fields, or ``@hourly``, ``@daily``, ...;
 the branch defaults to the repository's default branch); ``ls`` lists them with their next
 and previous runs and the last error; ``info`` shows one; ``update`` changes the expression,
-branch or enables / disables it; ``rm`` deletes it; ``exec`` runs it now and prints the build.
-Tables for people, ``--format json`` for scripts. Bad input exits 2 naming the argument and
-why, before anything is sent; the server checks the expression (a 400 names the field).
+the branch or switches it on or off (``enable`` / ``disable`` too, as in Drone); ``rm``
+deletes it; ``exec`` runs it now and prints the build. Tables for people, ``--format json``
+for scripts. Bad input exits 2 naming the argument and why, before anything is sent; the
+server checks the expression (a 400 names the field).
 """
 
 from __future__ import annotations
@@ -230,6 +232,50 @@ def cron_update(
         with connect(server, insecure, ca_cert) as client:
             updated = client.cron_update(owner, name, _name(cron), patch)
         _show(f"{owner}/{name}", updated, output)
+
+
+def _switch(
+    repo: str,
+    cron: str,
+    disabled: bool,
+    server: str | None,
+    insecure: bool,
+    ca_cert: str | None,
+    output: OutputFormat,
+) -> None:
+    from bastion.rpc.api import CronPatch  # noqa: PLC0415 - see TYPE_CHECKING
+
+    with failures():
+        owner, name = split_repo(repo)
+        with connect(server, insecure, ca_cert) as client:
+            updated = client.cron_update(owner, name, _name(cron), CronPatch(disabled=disabled))
+        _show(f"{owner}/{name}", updated, output)
+
+
+@cron_app.command("enable")
+def cron_enable(
+    repo: RepoArg,
+    cron: NameArg,
+    server: ServerOption = None,
+    insecure: InsecureOption = False,
+    ca_cert: CaCertOption = None,
+    output: FormatOption = OutputFormat.TABLE,
+) -> None:
+    """Switch a cron job on (as drone cron enable): it runs next at its next time from now."""
+    _switch(repo, cron, False, server, insecure, ca_cert, output)
+
+
+@cron_app.command("disable")
+def cron_disable(
+    repo: RepoArg,
+    cron: NameArg,
+    server: ServerOption = None,
+    insecure: InsecureOption = False,
+    ca_cert: CaCertOption = None,
+    output: FormatOption = OutputFormat.TABLE,
+) -> None:
+    """Switch a cron job off (as drone cron disable); exec still runs it by hand."""
+    _switch(repo, cron, True, server, insecure, ca_cert, output)
 
 
 @cron_app.command("rm")

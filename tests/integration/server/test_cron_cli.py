@@ -61,6 +61,14 @@ def test_add_ls_info_update_exec_rm(cli: Harness) -> None:
     build = json.loads(executed.stdout)
     assert (build["event"], build["cron"], build["after"]) == ("cron", "nightly", head)
 
+    assert (
+        json.loads(run("cron", "enable", "acme/web", "hourly", "--format", "json").stdout)[
+            "disabled"
+        ]
+        is False
+    )
+    assert run("cron", "disable", "acme/web", "hourly").exit_code == 0
+    assert cli.admin.get("/api/repos/acme/web/cron/hourly").json()["disabled"] is True
     removed = run("cron", "rm", "acme/web", "hourly")
     assert removed.exit_code == 0
     assert [c["name"] for c in cli.admin.get("/api/repos/acme/web/cron").json()] == ["nightly"]
