@@ -19,8 +19,8 @@ only the values some step is entitled to, with per-step *grants* (the names each
 use) and *denials* (each refused name with the rule that refused it). The runner's compiler
 gives each step only its grants and fails a step with a denial, with the message, before its
 container exists. A fork build's references are all denied and no provider is even asked. A
-secret that does not exist, or cannot be decrypted, or a provider that cannot answer, is a
-denial with its reason too.
+secret that does not exist, or cannot be decrypted, or a provider that cannot answer, or a
+provider's value too short to be masked, is a denial with its reason too.
 
 **Cost.** The references of a pipeline depend only on (repository, commit, config path,
 pipeline): they are kept in a bounded LRU, and nothing is parsed at all when no scope holds a
@@ -368,6 +368,17 @@ class StageSecrets:
             return _Source(
                 SecretFilters(),
                 denial=f"secret {name!r}: the secret provider has no secret at {path!r}",
+            )
+        if len(found.value.strip()) < MIN_SECRET_LENGTH:
+            # The API refuses a stored value this short; a provider's is refused here, since
+            # the masker skips it and it would show in the logs as is.
+            return _Source(
+                SecretFilters(),
+                denial=(
+                    f"secret {name!r}: the secret provider's value is shorter than "
+                    f"{MIN_SECRET_LENGTH} characters (surrounding whitespace does not count) "
+                    "and could not be masked in build logs"
+                ),
             )
         # A fork never gets one, whatever the provider says (rule 1 of secret_rules).
         return _Source(SecretFilters(pull_request=found.pull_request), value=found.value)

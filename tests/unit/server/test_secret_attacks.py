@@ -1,0 +1,84 @@
+"""Attack tests of secret delivery found in review: values that could not be masked, and
+names or values that try to slip past the rules (``StageSecrets`` on the real store)."""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+
+import pytest
+
+from bastion.server.services.secret_providers import ExternalSecret, ExternalSecretRequest
+from bastion.server.services.secrets import StageSecrets
+from bastion.server.settings import ServerSettings
+from bastion.store import Store
+from bastion.store.types import Build, NewBuild, NewStage, Repo, Stage, Status
+
+CONFIG = """\
+kind: pipeline
+type: docker
+name: build
+steps:
+- name: ship
+  image: busybox
+  commands: [echo]
+  environment:
+    VAULT: {from_secret: vault_token}
+---
+kind: secret
+name: vault_token
+get:
+  path: secret/data/ci
+  name: token
+"""
+
+
+class Provider:
+    def __init__(self, value: str) -> None:
+        self.value = value
+
+    def find(self, request: ExternalSecretRequest) -> ExternalSecret | None:
+        return ExternalSecret(self.value, pull_request=False, fork=False)
+
+
+def _service(store: Store, tmp_path: Path, provider: Provider) -> StageSecrets:
+    settings = ServerSettings(
+        data_dir=tmp_path, rpc_secret=secrets.token_hex(32), database_secret=secrets.token_hex(32)
+    )
+    return StageSecrets(settings, store, provider=provider)
+
+
+def _stage(store: Store) -> tuple[Repo, Build, Stage]:
+    repo = store.create_repo("acme", "web")
+    build, [stage] = store.create_build(
+        repo.id,
+        NewBuild(event="push", after="c" * 40, target="main"),
+        [NewStage(number=1, name="build", status=Status.PENDING)],
+    )
+    return repo, build, stage
+
+
+@pytest.mark.parametrize("value", ["abc", " ab \n", "\n\n\t"])
+def test_an_external_value_too_short_to_mask_is_not_handed_out(
+    store: Store, tmp_path: Path, value: str
+) -> None:
+    # A stored secret that short is refused by the API; a provider's must not slip through
+    # (the masker skips it: it would show in the logs as is).
+    repo, build, stage = _stage(store)
+    got = _service(store, tmp_path, Provider(value)).delivery(repo, build, stage, CONFIG)
+    assert got.values == {}
+    assert got.grants == {"ship": []}
+    assert got.denials["ship"]["vault_token"] == (
+        "secret 'vault_token': the secret provider's value is shorter than 4 characters "
+        "(surrounding whitespace does not count) and could not be masked in build logs"
+    )
+
+
+def test_an_external_value_long_enough_is_handed_out_and_masked(
+    store: Store, tmp_path: Path
+) -> None:
+    repo, build, stage = _stage(store)
+    service = _service(store, tmp_path, Provider("abcd"))
+    got = service.delivery(repo, build, stage, CONFIG)
+    assert got.values == {"vault_token": "abcd"}
+    assert service.masker(stage).mask("x abcd y") == "x ******** y"
