@@ -102,7 +102,8 @@ class HttpSecretProvider:
     have Drone's field names. The reply is Drone's secret object: ``data`` (the value),
     ``pull`` / ``pull_request`` and ``fork``. 404, 204 and an empty ``data`` mean "no such
     secret"; anything else that is not a 200 with a usable body is a
-    :class:`SecretProviderError`. Redirects are not followed.
+    :class:`SecretProviderError`. Redirects are not followed, and the process's proxy
+    variables are ignored (the endpoint is asked directly).
 
     ``timeout`` bounds the whole lookup as the caller sees it: the exchange runs in a
     daemon thread that the caller stops waiting for when the time is up (the thread itself
@@ -202,6 +203,10 @@ class HttpSecretProvider:
                     timeout=self._timeout,
                     follow_redirects=False,
                     transport=self._transport,
+                    # Not HTTP(S)_PROXY, ALL_PROXY, .netrc or SSL_CERT_* of the process: a
+                    # proxy set for other traffic would see the replies' values (over plain
+                    # HTTP to a loopback provider); the CA is BASTION_SECRET_PLUGIN_CA_CERT.
+                    trust_env=False,
                 ) as client,
                 client.stream("POST", self._endpoint, content=body, headers=headers) as reply,
             ):
