@@ -523,7 +523,7 @@ class BastionClient:
 
     def cron_update(self, owner: str, name: str, cron: str, patch: CronPatch) -> CronOut:
         response = self._request(
-            "PATCH", self._cron(owner, name, cron), json=patch.model_dump(exclude_none=True)
+            "PATCH", self._cron(owner, name, cron), json=patch.model_dump(exclude_defaults=True)
         )
         return self._parse(response, CronOut)
 

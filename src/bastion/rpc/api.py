@@ -439,7 +439,23 @@ class RekeyOut(Response):
 CRON_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
 
 
-class CronCreate(Request):
+class _DroneCronFields(Request):
+    """The fields drone-go sends in every cron body (it marshals its whole ``Cron`` struct):
+    the server's own (``id``, ``next``, ...) are accepted and ignored; ``event`` may only be
+    what Drone's cron jobs use; ``target`` (a cron job that promotes) is not supported."""
+
+    id: int | None = None
+    repo_id: int | None = None
+    next: int | None = None
+    prev: int | None = None
+    created: int | None = None
+    updated: int | None = None
+    version: int | None = None
+    event: Literal["", "push", "cron"] = ""
+    target: Literal[""] = ""
+
+
+class CronCreate(_DroneCronFields):
     """``POST /api/repos/{owner}/{name}/cron`` (write access): a new cron job, as Drone.
     ``expr``: six fields with seconds first (Drone's), five (minute first) or ``@hourly``,
     ``@daily``...; ``branch``: default the repository's default branch."""
@@ -450,7 +466,7 @@ class CronCreate(Request):
     disabled: bool = False
 
 
-class CronPatch(Request):
+class CronPatch(_DroneCronFields):
     """``PATCH .../cron/{cron}``: what is given changes (a new ``expr``, or enabling the job
     again, schedules it from now)."""
 

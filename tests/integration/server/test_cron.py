@@ -275,3 +275,32 @@ def test_a_cron_build_runs_a_signed_config_and_holds_a_tampered_one(server: Harn
     held = server.admin.post(f"{CRON}/nightly").json()
     assert (held["status"], held["hold"]) == ("blocked", "signature")
     assert "does not match its text" in held["error"]
+
+
+def test_drone_clients_bodies_are_accepted(server: Harness) -> None:
+    """drone-go marshals its whole Cron struct: the server's own fields come along."""
+    server.local_repo()
+    drone_body = {
+        "id": 0,
+        "repo_id": 0,
+        "name": "nightly",
+        "expr": "0 0 3 * * *",
+        "next": 0,
+        "prev": 0,
+        "event": "push",
+        "branch": "main",
+        "disabled": False,
+        "created": 0,
+        "updated": 0,
+    }
+    created = server.admin.post(CRON, json=drone_body)
+    assert created.status_code == 201, created.text
+    assert created.json()["id"] > 0
+    assert created.json()["next"] > time.time()
+    patched = server.admin.patch(
+        f"{CRON}/nightly", json={"event": "push", "branch": "release", "disabled": True}
+    )
+    assert patched.status_code == 200, patched.text
+    refused = server.admin.post(CRON, json={**drone_body, "name": "deploy", "target": "prod"})
+    assert refused.status_code == 400
+    assert "body field target" in refused.json()["message"]
