@@ -15,6 +15,8 @@ own or inherited) that makes a loader, shell or interpreter run other code (``LD
 directories where images keep programs and libraries (``/bin``, ``/usr``, ``/etc``, ...),
 which would swap the plugin's binary for files of the repository. ``not_plugin`` says which
 of these the step does; the plugin-only rule of ``server.services.secret_rules`` quotes it.
+A build's deployment parameters are variables of every step too: the server checks them
+with :func:`code_variable` (they are not in the configuration).
 Image-specific hooks (a plugin's settings sending it to another server, programs kept
 elsewhere) cannot be known here: an image filter trusts the plugin it names.
 """
@@ -79,6 +81,12 @@ _CODE_PREFIXES = ("LD_", "BASH_FUNC_", "GIT_")
 _PROGRAM_DIRS = ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/usr", "/etc", "/opt")
 
 
+def code_variable(name: str) -> bool:
+    """Whether variable ``name`` can make a loader, shell or interpreter run other code than
+    the image's program (``LD_PRELOAD``, ``BASH_ENV``, ``PATH``, ``NODE_OPTIONS``, ...)."""
+    return name in _CODE_VARIABLES or name.startswith(_CODE_PREFIXES)
+
+
 def _over_programs(path: str) -> bool:
     """Whether a mount at ``path`` hides or replaces files under one of ``_PROGRAM_DIRS``."""
     mount = posixpath.normpath("/" + path.lstrip("/"))
@@ -96,7 +104,7 @@ def _not_plugin(pipeline: Pipeline, step: Step, env_keys: set[str]) -> str:
     if step.command:
         return "the step sets command"
     for key in sorted(env_keys | set(pipeline.environment)):
-        if key in _CODE_VARIABLES or key.startswith(_CODE_PREFIXES):
+        if code_variable(key):
             return f"the step sets the variable {key}, which can make it run other code"
     for mount in step.volumes:
         if _over_programs(mount.path):

@@ -171,3 +171,28 @@ def test_refs_say_why_a_step_is_not_a_plugin() -> None:
     assert (a.plugin, a.not_plugin) == (False, "the step sets commands")
     assert (b.plugin, b.not_plugin) == (True, "")
     assert SecretFilters().images == ()
+
+
+@pytest.mark.parametrize(
+    ("params", "refused"),
+    [({"LD_PRELOAD": "/drone/src/evil.so"}, True), ({"VERSION": "1.2.3"}, False)],
+)
+def test_a_deployment_parameter_that_loads_other_code_is_refused(
+    store: Store, repo: Repo, tmp_path: Path, params: dict[str, str], refused: bool
+) -> None:
+    # Parameters are variables of every step (a writer sets them at promote), not in the
+    # configuration the references are read from.
+    build, [stage] = store.create_build(
+        repo.id,
+        NewBuild(event="promote", after="d" * 40, target="main", params=params),
+        [NewStage(number=1, name="build", status=Status.PENDING)],
+    )
+    got = _service(store, tmp_path).delivery(repo, build, stage, _publish(""))
+    if refused:
+        assert got.values == {}
+        assert got.denials["publish"]["docker_password"].endswith(
+            "and the build's parameter LD_PRELOAD can make it run other code"
+        )
+    else:
+        assert got.values == {"docker_password": DOCKER}
+        assert "publish" not in got.denials

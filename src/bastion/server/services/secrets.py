@@ -53,7 +53,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from bastion.engine.masking import MIN_SECRET_LENGTH, SecretMasker
-from bastion.engine.secret_refs import StepRefs, pipeline_refs
+from bastion.engine.secret_refs import StepRefs, code_variable, pipeline_refs
 from bastion.rpc.messages import PATH_SOURCE, CloneInfo
 from bastion.server.services.audit import AuditLog
 from bastion.server.services.secret_providers import (
@@ -229,6 +229,9 @@ class StageSecrets:
         if not refs.steps:
             return StageDelivery(), []
         sources = self._sources(repo, build, refs)
+        # A deployment parameter is a variable of every step (not in the configuration): one
+        # that loads other code makes no step a plugin.
+        loader = next((k for k in sorted(build.params) if code_variable(k)), "")
         grants: dict[str, list[str]] = {}
         denials: dict[str, dict[str, str]] = {}
         granted: set[str] = set()
@@ -244,8 +247,9 @@ class StageSecrets:
                         src.filters,
                         step.name,
                         step.image,
-                        plugin=step.plugin,
-                        not_plugin=step.not_plugin,
+                        plugin=step.plugin and not loader,
+                        not_plugin=step.not_plugin
+                        or f"the build's parameter {loader} can make it run other code",
                     )
                 elif not reason and not pull_applies(src.filters, step.image):
                     continue  # registry credentials for other images: not this step's
