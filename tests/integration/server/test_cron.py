@@ -304,3 +304,21 @@ def test_drone_clients_bodies_are_accepted(server: Harness) -> None:
     refused = server.admin.post(CRON, json={**drone_body, "name": "deploy", "target": "prod"})
     assert refused.status_code == 400
     assert "body field target" in refused.json()["message"]
+
+
+def test_a_stored_bad_expression_parks_the_job_and_the_round_goes_on(server: Harness) -> None:
+    two_branches(server)
+    store = server.ctx.store
+    repo = store.get_repo("acme", "web")
+    assert repo is not None
+    bad = store.create_cron(
+        repo.id, name="broken", expr="99 * * * *", branch="main", disabled=False, next_run=1
+    )
+    server.admin.post(CRON, json={"name": "good", "expr": "@hourly"}).raise_for_status()
+    make_due(server, "good")
+    assert server.ctx.cron.run_due() == 1
+    parked = server.admin.get(f"{CRON}/broken").json()
+    assert parked["disabled"] is True
+    assert parked["error"].startswith("bad expression")
+    assert [b["cron"] for b in cron_builds(server)] == ["good"]
+    assert bad.id == parked["id"]

@@ -225,35 +225,43 @@ class CronService:
         fired = 0
         for cron in self._store.due_crons(int(now)):
             try:
-                new_next = next_run(cron.expr, now)
-            except ValueError as exc:  # stored before a stricter check: park it, say why
-                self._store.update_cron(cron.id, disabled=True, error=f"bad expression: {exc}")
-                log.error("cron job %d disabled: bad expression %r: %s", cron.id, cron.expr, exc)
-                continue
-            if not self._store.claim_cron(cron.id, seen_next=cron.next, new_next=new_next):
-                continue  # another server fired it, or it was changed meanwhile
-            repo = self._store.get_repo_by_id(cron.repo_id)
-            if repo is None:
-                continue
-            try:
-                build = self._fire(repo, cron, trigger=CRON_TRIGGER)
-            except CronError as exc:
-                log.warning("cron job %r of %s made no build: %s", cron.name, repo.slug, exc)
-                self._record_error(cron, str(exc))
-                continue
-            except Exception as exc:  # one job's surprise must not stop the others
-                log.exception("cron job %r of %s failed", cron.name, repo.slug)
-                self._record_error(cron, f"internal error: {type(exc).__name__}")
-                continue
-            fired += 1
-            self._audit.record(
-                "cron.fired",
-                actor=CRON_TRIGGER,
-                repo=repo.slug,
-                build=build.number,
-                detail={"cron": cron.name, "branch": cron.branch},
-            )
+                fired += self._run_one(cron, now)
+            except StoreError as exc:  # a database hiccup: this job is tried again next round
+                log.warning("cron job %d: %s; trying again in the next round", cron.id, exc)
         return fired
+
+    def _run_one(self, cron: Cron, now: float) -> int:
+        """1 when this server claimed ``cron`` and made its build, else 0. Once claimed, a
+        job is not retried before its next time, whatever happens: at most once per time."""
+        try:
+            new_next = next_run(cron.expr, now)
+        except ValueError as exc:  # stored before a stricter check: park it, say why
+            self._store.update_cron(cron.id, disabled=True, error=f"bad expression: {exc}")
+            log.error("cron job %d disabled: bad expression %r: %s", cron.id, cron.expr, exc)
+            return 0
+        if not self._store.claim_cron(cron.id, seen_next=cron.next, new_next=new_next):
+            return 0  # another server fired it, or it was changed meanwhile
+        repo = self._store.get_repo_by_id(cron.repo_id)
+        if repo is None:
+            return 0
+        try:
+            build = self._fire(repo, cron, trigger=CRON_TRIGGER)
+        except CronError as exc:
+            log.warning("cron job %r of %s made no build: %s", cron.name, repo.slug, exc)
+            self._record_error(cron, str(exc))
+            return 0
+        except Exception as exc:  # one job's surprise must not stop the others
+            log.exception("cron job %r of %s failed", cron.name, repo.slug)
+            self._record_error(cron, f"internal error: {type(exc).__name__}")
+            return 0
+        self._audit.record(
+            "cron.fired",
+            actor=CRON_TRIGGER,
+            repo=repo.slug,
+            build=build.number,
+            detail={"cron": cron.name, "branch": cron.branch},
+        )
+        return 1
 
     def _fire(self, repo: Repo, cron: Cron, *, trigger: str) -> Build:
         if not repo.active:
