@@ -82,3 +82,18 @@ def test_an_external_value_long_enough_is_handed_out_and_masked(
     got = service.delivery(repo, build, stage, CONFIG)
     assert got.values == {"vault_token": "abcd"}
     assert service.masker(stage).mask("x abcd y") == "x ******** y"
+
+
+def test_a_stored_value_too_short_to_mask_is_not_handed_out(store: Store, tmp_path: Path) -> None:
+    # The API refuses it; a row written before that rule, or by the store directly, is not
+    # trusted to be maskable either.
+    repo, build, stage = _stage(store)
+    store.set_repo_secret(repo.id, "vault_token", "ab")
+    config = CONFIG.split("---", maxsplit=1)[0]  # the stored secret, no kind: secret
+    service = _service(store, tmp_path, Provider("unused-value"))
+    got = service.delivery(repo, build, stage, config)
+    assert got.values == {}
+    assert got.grants == {"ship": []}
+    assert got.denials["ship"]["vault_token"].startswith(
+        "secret 'vault_token' is shorter than 4 characters"
+    )

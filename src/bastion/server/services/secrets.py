@@ -20,7 +20,7 @@ use) and *denials* (each refused name with the rule that refused it). The runner
 gives each step only its grants and fails a step with a denial, with the message, before its
 container exists. A fork build's references are all denied and no provider is even asked. A
 secret that does not exist, or cannot be decrypted, or a provider that cannot answer, or a
-provider's value too short to be masked, is a denial with its reason too.
+value too short to be masked (stored or a provider's), is a denial with its reason too.
 
 **Cost.** The references of a pipeline depend only on (repository, commit, config path,
 pipeline): they are kept in a bounded LRU, and nothing is parsed at all when no scope holds a
@@ -136,6 +136,16 @@ class StageDelivery:
 
 
 _NOTHING = StageDelivery()  # the answer when no scope holds a secret (compared by identity)
+
+
+def _withdraw(
+    name: str, reason: str, grants: dict[str, list[str]], denials: dict[str, dict[str, str]]
+) -> None:
+    """Take ``name`` back from every step it was granted to, with ``reason``."""
+    for step_name, names in grants.items():
+        if name in names:
+            names.remove(name)
+            denials.setdefault(step_name, {})[name] = reason
 
 
 @dataclass(frozen=True)
@@ -269,18 +279,31 @@ class StageSecrets:
                 values[name] = src.value
                 continue
             try:
-                values[name] = self._store.open_secret(src.record)
-                opened.append(src.record)
+                value = self._store.open_secret(src.record)
             except StoreError as exc:
                 log.error("%s", exc)
-                reason = (
+                _withdraw(
+                    name,
                     f"secret {name!r} cannot be decrypted on the server (edited in the "
-                    "database, moved, or the server key changed): ask an administrator"
+                    "database, moved, or the server key changed): ask an administrator",
+                    grants,
+                    denials,
                 )
-                for step_name, names in grants.items():
-                    if name in names:
-                        names.remove(name)
-                        denials.setdefault(step_name, {})[name] = reason
+                continue
+            if len(value.strip()) < MIN_SECRET_LENGTH:
+                # The API refuses such values; one stored otherwise (before that rule, or
+                # through the store directly) would show in the logs as is.
+                _withdraw(
+                    name,
+                    f"secret {name!r} is shorter than {MIN_SECRET_LENGTH} characters (surrounding "
+                    "whitespace does not count) and could not be masked in build logs: give "
+                    "it a longer value",
+                    grants,
+                    denials,
+                )
+                continue
+            values[name] = value
+            opened.append(src.record)
         return StageDelivery(values, grants, denials), opened
 
     def delivery(
