@@ -18,6 +18,7 @@ from bastion.cli.cron_cmds import cron_app
 from bastion.cli.deploy_cmds import env_app
 from bastion.cli.errors import CliError
 from bastion.cli.exec_cmd import ExecOptions, run_exec
+from bastion.cli.identity_cmds import perm_app  # also registers `user login-link`
 from bastion.cli.lint_cmd import OutputFormat, run_lint
 from bastion.cli.runner_cmd import runner_app, start_embedded_runner
 from bastion.cli.secret_cmds import globalsecret_app, orgsecret_app, secret_app
@@ -121,6 +122,7 @@ app.command("info")(info_command)
 app.command("sign")(sign_command)
 app.add_typer(env_app, name="env")
 app.add_typer(repo_app, name="repo")
+repo_app.add_typer(perm_app, name="perm")
 app.add_typer(build_app, name="build")
 app.add_typer(cron_app, name="cron")
 app.add_typer(secret_app, name="secret")

@@ -39,7 +39,9 @@ from bastion.rpc.api import (
     EnvironmentIn,
     EnvironmentOut,
     LockoutsLifted,
+    LoginLinkOut,
     LogLineOut,
+    PermissionOut,
     RekeyOut,
     RekeyRequest,
     RepoCreate,
@@ -196,6 +198,27 @@ class BastionClient:
     def user_token(self, login: str) -> TokenCreated:
         response = self._request("POST", f"/api/users/{segment(login)}/token")
         return self._parse(response, TokenCreated)
+
+    # -- identity: login links, repository permissions ------------------------------------------
+
+    def user_login_link(self, login: str) -> LoginLinkOut:
+        response = self._request("POST", f"/api/users/{segment(login)}/login-link")
+        return self._parse(response, LoginLinkOut)
+
+    def repo_permissions(self, owner: str, name: str) -> list[PermissionOut]:
+        path = f"/api/repos/{segment(owner)}/{segment(name)}/permissions"
+        return self._parse_list(self._request("GET", path), PermissionOut)
+
+    def repo_permission_set(
+        self, owner: str, name: str, login: str, scopes: list[str]
+    ) -> PermissionOut:
+        path = f"/api/repos/{segment(owner)}/{segment(name)}/permissions/{segment(login)}"
+        response = self._request("PUT", path, json={"scopes": scopes})
+        return self._parse(response, PermissionOut)
+
+    def repo_permission_delete(self, owner: str, name: str, login: str) -> None:
+        path = f"/api/repos/{segment(owner)}/{segment(name)}/permissions/{segment(login)}"
+        self._request("DELETE", path)
 
     # -- API tokens ----------------------------------------------------------------------------
 

@@ -46,6 +46,7 @@ from bastion.rpc.messages import (
 from bastion.server import ServerSettings, create_app
 from bastion.server.context import ServerContext
 from bastion.server.forges import FileSource
+from bastion.store.types import Scope
 
 PAYLOADS = Path(__file__).with_name("payloads")
 
@@ -224,6 +225,17 @@ class Harness:
         response = api.post(f"/api/users/{login}/token")
         response.raise_for_status()
         return str(response.json()["token"])
+
+    def grant(self, login: str, slug: str, *scopes: str) -> None:
+        """Give ``login`` scopes on a repository, as an administrator's grant (local forge)
+        or as if mirrored from the forge (the user has no forge account to refresh it)."""
+        store = self.ctx.store
+        user = store.find_user(login)
+        owner, name = slug.split("/")
+        repo = store.get_repo(owner, name)
+        assert user is not None and repo is not None
+        source = "grant" if repo.forge == "local" else "forge"
+        store.set_repo_permission(user.id, repo.id, [Scope(s) for s in scopes], source=source)
 
     def runner_token(self, name: str) -> str:
         response = self.admin.post("/api/runners", json={"name": name})

@@ -169,6 +169,7 @@ def test_changing_approval_settings_needs_repository_admin(
 ) -> None:
     github_repo(server, forge)
     user = server.client(server.user_token("someone"))
+    server.grant("someone", GH, "read")  # a reader, as every user was before 0007
     for change in ({"approval_mode": "none"}, {"approvers": []}, {"prevent_self_approval": False}):
         assert user.patch(f"/api/repos/{GH}", json=change).status_code == 403
     bad = server.admin.patch(f"/api/repos/{GH}", json={"approval_mode": "sometimes"})

@@ -190,6 +190,7 @@ def test_users_without_access_cannot_sign_approve_or_unprotect(server: Harness) 
     protect(server)
     build = push(checkout, server, PIPELINE, "unsigned")
     user: httpx.Client = server.client(server.user_token("mallory"))
+    server.grant("mallory", "acme/web", "read")  # may look, not sign or approve
     assert user.post("/api/repos/acme/web/sign", json={"data": "x"}).status_code == 403
     approve = user.post(f"/api/repos/acme/web/builds/{build['number']}/approve")
     assert approve.status_code == 403

@@ -26,6 +26,13 @@ def running_step(server: Harness) -> tuple[FakeRunner, Lease]:
     return runner, lease
 
 
+def _reader(server: Harness) -> httpx.Client:
+    """A user with read access to acme/web (granted; the repository is private)."""
+    client = server.client(server.user_token("alice"))
+    server.grant("alice", "acme/web", "read")
+    return client
+
+
 def read_stream(client: httpx.Client, url: str, into: list[SSEEvent], stop_at: str) -> None:
     with client.stream("GET", url, timeout=30) as response:
         assert response.status_code == 200
@@ -52,7 +59,7 @@ def test_log_stream_follows_a_running_step_then_ends(server: Harness) -> None:
     events: list[SSEEvent] = []
     reader = threading.Thread(
         target=read_stream,
-        args=(server.client(server.user_token("alice")), "/api/stream/acme/web/1/1/1", events),
+        args=(_reader(server), "/api/stream/acme/web/1/1/1", events),
         kwargs={"stop_at": "end"},
     )
     reader.start()
