@@ -137,6 +137,13 @@ def _lifespan(
                     _every(_PURGE_INTERVAL, lambda: purge_audit(ctx), "audit retention purge")
                 )
             )
+            tasks.append(  # ended sessions and abandoned logins (server/identity)
+                asyncio.create_task(
+                    _every(
+                        _PURGE_INTERVAL, lambda: store.purge_identity(ctx.now()), "session purge"
+                    )
+                )
+            )
             if not settings.cron_disabled:
                 tasks.append(
                     asyncio.create_task(_every(settings.cron_interval, ctx.cron.run_due, "cron"))
