@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from bastion.server.identity.oauth import safe_next
+from bastion.server.errors import Unavailable
+from bastion.server.identity.oauth import begin, providers, safe_next
 from bastion.server.identity.permissions import closed, scopes_for
 from bastion.server.identity.sessions import secure_cookies, session_cookie_name
 from bastion.server.settings import ServerSettings
@@ -79,3 +80,31 @@ def test_cookies_are_secure_except_for_a_dev_server_on_loopback(tmp_path: Path) 
     assert not secure_cookies(_settings(tmp_path, dev=True))
     assert secure_cookies(_settings(tmp_path, dev=True, host="0.0.0.0"))
     assert secure_cookies(_settings(tmp_path, dev=True, public_url="https://ci.example"))
+
+
+def test_each_forge_gets_its_oauth_endpoints(tmp_path: Path) -> None:
+    settings = _settings(
+        tmp_path,
+        github_client_id="gh",
+        github_client_secret="s1",
+        gitea_client_id="gt",
+        gitea_client_secret="s2",
+        gitea_url="https://gitea.example/",
+        gitlab_client_id="gl",
+        gitlab_client_secret="s3",
+    )
+    found = providers(settings)
+    assert found["github"].authorize_url == "https://github.com/login/oauth/authorize"
+    assert found["github"].token_url == "https://github.com/login/oauth/access_token"
+    assert found["gitea"].authorize_url == "https://gitea.example/login/oauth/authorize"
+    assert found["gitlab"].token_url == "https://gitlab.com/oauth/token"
+    # A client id without its secret offers no login.
+    assert providers(_settings(tmp_path, gitea_client_id="x", gitea_url="https://g.x")) == {}
+
+
+def test_login_refuses_a_forge_over_plain_http(tmp_path: Path) -> None:
+    settings = _settings(
+        tmp_path, github_client_id="gh", github_client_secret="s", github_server="http://ghe.lan"
+    )
+    with pytest.raises(Unavailable, match="needs https"):
+        begin(None, settings, providers(settings)["github"], "/", 0)  # type: ignore[arg-type]

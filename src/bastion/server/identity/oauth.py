@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from urllib.parse import parse_qsl
 
 import httpx
-from authlib.common.security import generate_token
+from authlib.common.security import generate_token, is_secure_transport
 from authlib.oauth2.rfc6749.errors import MismatchingStateException, MissingCodeException
 from authlib.oauth2.rfc6749.parameters import (
     parse_authorization_code_response,
@@ -64,7 +64,11 @@ def providers(settings: ServerSettings) -> dict[str, Provider]:
             "repo read:org user:email",
             GitHubAccounts(settings.github_api_url),
         )
-    if settings.gitea_client_id and settings.gitea_url:
+    if (
+        settings.gitea_client_id
+        and settings.gitea_client_secret.get_secret_value()
+        and settings.gitea_url
+    ):
         web = settings.gitea_url.rstrip("/")
         out["gitea"] = Provider(
             "gitea",
@@ -110,6 +114,12 @@ def begin(
     store: Store, settings: ServerSettings, provider: Provider, next_url: str, now: int
 ) -> tuple[str, str]:
     """Store a new login and return (the authorize URL, the state for the cookie)."""
+    for url in (provider.authorize_url, provider.token_url):
+        if not is_secure_transport(url):
+            # The code and the client secret would cross the network in the clear.
+            raise Unavailable(
+                f"login through {provider.forge} needs https (or a loopback address): {url}"
+            )
     state = generate_token(43)
     verifier = generate_token(64)
     store.put_login_state(
