@@ -359,7 +359,8 @@ def test_the_server_masks_what_it_handed_out(
     make_server: Callable[..., Harness],
 ) -> None:
     token = "ghp_" + "Zq8w" * 9
-    server = make_server(github_token=token)
+    # The token makes the server report commit statuses: to a closed port here, never out.
+    server = make_server(github_token=token, github_api_url="http://127.0.0.1:9/api/v3")
     _repo, secret = server.forge_repo("github", "octo-org", "hello-world", forge_id="186853002")
     sha = "9ef2ec2b8e8d4bd1f0e1fba0f1bb4b9b2a0f8c11"
     forge = server.ctx.forges.source(server.ctx.store.get_repo("octo-org", "hello-world"))  # type: ignore[arg-type]
