@@ -42,6 +42,15 @@ if TYPE_CHECKING:
 SHARED_SCOPES = ("org", "global")
 
 
+class UndecryptableSecret(StoreError):  # noqa: N818 - reads as what the caller met
+    """A stored secret's value does not decrypt under its row's AAD and the server's keys
+    (the row was edited or moved, or the key changed). ``name`` is the secret's."""
+
+    def __init__(self, name: str, message: str) -> None:
+        super().__init__(message)
+        self.name = name
+
+
 @dataclass(frozen=True)
 class SecretRecord:
     """One stored secret as delivery needs it: where it lives, its filters, and its sealed
@@ -440,9 +449,10 @@ class SecretStore:
             where = {"repo": f"repository {owner}", "org": f"organisation {owner!r}"}.get(
                 scope, "the global scope"
             )
-            raise StoreError(
+            raise UndecryptableSecret(
+                name,
                 f"secret {name!r} of {where} cannot be decrypted (was the server's secret key "
-                f"changed, or the database edited?): {exc}"
+                f"changed, or the database edited?): {exc}",
             ) from exc
 
     @staticmethod

@@ -23,10 +23,12 @@ from bastion.server.api.secrets import (
     checked_value,
     new_filters,
     secret_out,
+    undecryptable,
 )
 from bastion.server.auth import AdminDep, CtxDep
 from bastion.server.context import ServerContext
 from bastion.server.errors import BadRequest, NotFound
+from bastion.store.secret_store import UndecryptableSecret
 
 log = logging.getLogger("bastion.server")
 
@@ -80,16 +82,19 @@ def _update(
 ) -> SecretOut:
     value = None if body.data is None else checked_value(body.data.get_secret_value())
     changes = checked_filters(body)
-    stored = ctx.store.update_shared_secret(
-        scope,
-        namespace,
-        name,
-        value=value,
-        pull_request=changes.pull_request,
-        branches=changes.branches,
-        events=changes.events,
-        images=changes.images,
-    )
+    try:
+        stored = ctx.store.update_shared_secret(
+            scope,
+            namespace,
+            name,
+            value=value,
+            pull_request=changes.pull_request,
+            branches=changes.branches,
+            events=changes.events,
+            images=changes.images,
+        )
+    except UndecryptableSecret as exc:
+        raise undecryptable(exc.name) from None
     if stored is None:
         raise NotFound(f"{_where(scope, namespace)} has no secret {name!r}")
     ctx.secrets.secrets_changed()

@@ -27,7 +27,8 @@ from bastion.engine.masking import MIN_SECRET_LENGTH
 from bastion.rpc.api import SECRET_EVENTS, SecretCreate, SecretOut, SecretUpdate
 from bastion.server.auth import AdminRepo, CtxDep
 from bastion.server.context import ServerContext
-from bastion.server.errors import BadRequest, NotFound
+from bastion.server.errors import BadRequest, Conflict, NotFound
+from bastion.store.secret_store import UndecryptableSecret
 from bastion.store.types import RepoSecret, SecretFilters, SharedSecret
 
 log = logging.getLogger("bastion.server")
@@ -46,6 +47,16 @@ class FilterChanges:
     events: tuple[str, ...] | None
     branches: tuple[str, ...] | None
     images: tuple[str, ...] | None
+
+
+def undecryptable(name: str) -> Conflict:
+    """The answer to changing only the filters of a secret the server cannot decrypt (its
+    row was edited or moved, or the key changed): the value must come with the change."""
+    return Conflict(
+        f"secret {name!r} cannot be decrypted on the server (edited in the database, moved, "
+        "or the server key changed), so its filters cannot be changed alone: give it a new "
+        "value (data) with the change"
+    )
 
 
 def checked_value(value: str) -> str:
@@ -188,15 +199,18 @@ def get_secret(secret: str, access: AdminRepo, ctx: CtxDep) -> SecretOut:
 def update_secret(secret: str, body: SecretUpdate, access: AdminRepo, ctx: CtxDep) -> SecretOut:
     value = None if body.data is None else checked_value(body.data.get_secret_value())
     changes = checked_filters(body)
-    stored = ctx.store.update_repo_secret(
-        access.repo.id,
-        secret,
-        value=value,
-        pull_request=changes.pull_request,
-        branches=changes.branches,
-        events=changes.events,
-        images=changes.images,
-    )
+    try:
+        stored = ctx.store.update_repo_secret(
+            access.repo.id,
+            secret,
+            value=value,
+            pull_request=changes.pull_request,
+            branches=changes.branches,
+            events=changes.events,
+            images=changes.images,
+        )
+    except UndecryptableSecret as exc:
+        raise undecryptable(exc.name) from None
     if stored is None:
         raise NotFound(f"repository {access.repo.slug} has no secret {secret!r}")
     ctx.secrets.repo_secrets_changed(access.repo.id)
