@@ -107,11 +107,12 @@ class HttpSecretProvider:
 
     ``timeout`` bounds the whole lookup as the caller sees it: the exchange runs in a
     daemon thread that the caller stops waiting for when the time is up (the thread itself
-    ends within its own HTTP timeouts). A provider that did not answer (timed out, refused
-    the connection) is not asked again for ``cool_down`` seconds: lookups fail at once with
-    the same reason, so a stage that names several external secrets waits one timeout, not
-    one per secret — its details must reach the runner before the runner's request times
-    out. A fork build's lookup is never sent.
+    stops reading at the same deadline, a reply trickling in included). A provider that
+    did not answer (timed out, refused the connection) is not asked again for
+    ``cool_down`` seconds: lookups fail at once with the same reason, so a stage that names
+    several external secrets waits one timeout, not one per secret — its details must
+    reach the runner before the runner's request times out. A fork build's lookup is never
+    sent.
     """
 
     def __init__(
@@ -196,6 +197,9 @@ class HttpSecretProvider:
 
     def _exchange(self, name: str, body: bytes) -> ExternalSecret | None:
         headers = sign_request(self._key, body, accept=DRONE_SECRET_V1)
+        # httpx's timeouts are per read: a reply trickling in would keep this thread busy
+        # long after the caller gave up. The whole exchange ends at this deadline.
+        deadline = self._clock() + self._timeout
         try:
             with (
                 httpx.Client(
@@ -210,7 +214,7 @@ class HttpSecretProvider:
                 ) as client,
                 client.stream("POST", self._endpoint, content=body, headers=headers) as reply,
             ):
-                data = _read_limited(reply)
+                data = _read_limited(reply, lambda: self._clock() > deadline)
                 status = reply.status_code
                 encoding = reply.headers.get("content-encoding", "identity").lower()
         except httpx.TimeoutException:
@@ -332,10 +336,13 @@ def _status_error(name: str, status: int, text: str) -> SecretProviderError:
     return _unavailable(name, detail)
 
 
-def _read_limited(reply: httpx.Response) -> bytes:
+def _read_limited(reply: httpx.Response, late: Callable[[], bool]) -> bytes:
+    """The raw reply, at most ``MAX_REPLY_BYTES``; ``httpx.ReadTimeout`` once ``late()``."""
     chunks: list[bytes] = []
     size = 0
     for chunk in reply.iter_raw():
+        if late():
+            raise httpx.ReadTimeout("the reply did not arrive in time")
         size += len(chunk)
         if size > MAX_REPLY_BYTES:
             raise httpx.DecodingError(f"the reply is larger than {MAX_REPLY_BYTES} bytes")
