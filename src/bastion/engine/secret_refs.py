@@ -17,8 +17,10 @@ which would swap the plugin's binary for files of the repository. ``not_plugin``
 of these the step does; the plugin-only rule of ``server.services.secret_rules`` quotes it.
 A build's deployment parameters are variables of every step too: the server checks them
 with :func:`code_variable` (they are not in the configuration).
-Image-specific hooks (a plugin's settings sending it to another server, programs kept
-elsewhere) cannot be known here: an image filter trusts the plugin it names.
+Image-specific hooks cannot be known here: an image filter trusts the plugin it names, its
+settings (a registry setting can send a password to another server) and whatever it reads
+from the shared workspace, which earlier steps with commands may have written (a plugin
+that runs git there runs the hooks and ``core.fsmonitor`` of ``.git/config``).
 """
 
 from __future__ import annotations
@@ -74,6 +76,8 @@ _CODE_VARIABLES = frozenset(
         "JDK_JAVA_OPTIONS",
         "CLASSPATH",
         "GOFLAGS",
+        "HOME",  # ~/.gitconfig (core.fsmonitor, core.sshCommand), ~/.npmrc, ... run commands
+        "XDG_CONFIG_HOME",
     }
 )
 _CODE_PREFIXES = ("LD_", "BASH_FUNC_", "GIT_")

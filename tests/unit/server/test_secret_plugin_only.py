@@ -103,6 +103,7 @@ def test_a_command_is_not_the_plugins_own_program(store: Store, repo: Repo, tmp_
         "PYTHONPATH",
         "JAVA_TOOL_OPTIONS",
         "GIT_SSH_COMMAND",
+        "HOME",
     ],
 )
 def test_a_variable_that_loads_other_code_is_refused(
