@@ -193,3 +193,36 @@ def test_forge_permissions_are_asked_again_when_stale(tmp_path: Path) -> None:
                 ctx.clock = real
     finally:
         provider.stop()
+
+
+def _session(server: Harness, login: str) -> dict[str, str]:
+    url = link_for(server, login)
+    code = parse_qs(urlsplit(url).query)["code"][0]
+    cookie, nonce = open_link(url)
+    done = press(server, code, nonce, cookie)
+    assert done.status_code == 303
+    return {SESSION: done.cookies[SESSION]}
+
+
+def test_sessions_end_when_idle_and_at_their_lifetime(make_server: object) -> None:
+    assert callable(make_server)
+    server: Harness = make_server(session_idle_seconds=600, session_lifetime_seconds=3600)
+    server.admin.post("/api/users", json={"login": "bob"}).raise_for_status()
+    ctx = server.ctx
+    real = ctx.clock
+    try:
+        idle = _session(server, "bob")
+        ctx.clock = lambda: real() + 601
+        answer = httpx.get(server.url + "/api/user", cookies=idle)
+        assert answer.status_code == 401
+        assert "expired" in answer.json()["message"]
+        ctx.clock = real
+        assert httpx.get(server.url + "/api/user", cookies=idle).status_code == 401  # deleted
+        busy = _session(server, "bob")
+        for minutes in range(5, 60, 5):  # used every 5 minutes: never idle ...
+            ctx.clock = lambda minutes=minutes: real() + minutes * 60
+            assert httpx.get(server.url + "/api/user", cookies=busy).status_code == 200
+        ctx.clock = lambda: real() + 3601  # ... but not beyond its lifetime
+        assert httpx.get(server.url + "/api/user", cookies=busy).status_code == 401
+    finally:
+        ctx.clock = real
