@@ -48,3 +48,27 @@ def test_a_filter_change_of_an_undecryptable_secret_is_409_not_500(
     for text_ in (refused.text, repaired.text, caplog.text):
         assert VALUE not in text_
         assert NEW_VALUE not in text_
+
+
+@pytest.mark.parametrize("scope", sorted(ROUTES))
+@pytest.mark.parametrize("field", ["data", "branches"])
+def test_a_lone_surrogate_is_400_naming_the_field_not_500(
+    server: Harness, caplog: pytest.LogCaptureFixture, scope: str, field: str
+) -> None:
+    # JSON may escape half a UTF-16 pair; such text is no Unicode and cannot be stored.
+    server.local_repo()
+    route, _ = ROUTES[scope]
+    api = server.client(server.admin_token)
+    raw = '"tok-\\ud800-Qz7Wv3Kp"' if field == "data" else '["main-\\udc00"]'
+    body = '{"name": "odd", "data": "tok-Qz7Wv3Kp9Xr2Lm5Nb8"'.replace(
+        '"data": "tok-Qz7Wv3Kp9Xr2Lm5Nb8"', f'"{field}": {raw}'
+    )
+    if field != "data":
+        body += ', "data": "tok-Qz7Wv3Kp9Xr2Lm5Nb8"'
+    body += "}"
+    response = api.post(route, content=body, headers={"content-type": "application/json"})
+    assert response.status_code == 400, response.text
+    assert f"body field {field}" in response.json()["message"]
+    assert "Qz7Wv3Kp" not in response.text
+    assert "Traceback" not in caplog.text
+    assert api.get(route).json() == []

@@ -59,7 +59,20 @@ def undecryptable(name: str) -> Conflict:
     )
 
 
+def _require_unicode(field: str, text: str) -> None:
+    """JSON can carry half a UTF-16 pair (``\\ud800``): no Unicode text, and nothing the
+    database or the encryption could store (it would end in a 500)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise BadRequest(
+            f"body field {field}: not valid Unicode text (it holds a lone UTF-16 surrogate "
+            "escape such as \\ud800)"
+        ) from None
+
+
 def checked_value(value: str) -> str:
+    _require_unicode("data", value)
     if len(value.strip()) < MIN_SECRET_LENGTH:
         raise BadRequest(
             f"body field data: secrets shorter than {MIN_SECRET_LENGTH} characters cannot be "
@@ -73,6 +86,7 @@ def _checked_list(field: str, values: Sequence[str] | None) -> tuple[str, ...] |
         return None
     out: list[str] = []
     for value in values:
+        _require_unicode(field, value)
         text = value.strip()
         if not text or len(text) > 255 or any(ord(c) < 32 for c in text):
             raise BadRequest(
