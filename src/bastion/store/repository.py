@@ -36,14 +36,12 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from types import TracebackType
-from typing import Any, Final, TypeVar, cast
+from typing import Any, Final, TypeVar
 
 from sqlalchemy import (
     CursorResult,
-    Table,
     bindparam,
     delete,
-    func,
     inspect,
     select,
     text,
@@ -55,7 +53,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from bastion.crypto import DecryptError, SecretBox, tokens_equal
-from bastion.store import _convert, migrate
+from bastion.store import _convert, _hot, migrate
 from bastion.store.approval_store import ApprovalStore
 from bastion.store.audit_store import AuditStore
 from bastion.store.cron_store import CronStore
@@ -558,19 +556,17 @@ class Store(
         """A build and its stages (by number), read in one transaction: what the build state
         machine settles."""
         with self._core() as connection:
-            build: Any = connection.execute(select(_BUILDS).where(_BUILDS.c.id == build_id)).first()
+            build: Any = connection.execute(_hot.BUILD_BY_ID, {"p_build_id": build_id}).first()
             if build is None:
                 return None, []
-            rows: Any = connection.execute(
-                select(_STAGES).where(_STAGES.c.build_id == build_id).order_by(_STAGES.c.number)
-            )
+            rows: Any = connection.execute(_hot.STAGES_OF_BUILD, {"p_build_id": build_id})
             return _convert.build(build), [_convert.stage(r) for r in rows]
 
     def build_and_repo(self, build_id: int, repo_id: int) -> tuple[Build | None, Repo | None]:
         """A stage's build and repository, read in one transaction (the stage details)."""
         with self._core() as connection:
-            build: Any = connection.execute(select(_BUILDS).where(_BUILDS.c.id == build_id)).first()
-            repo: Any = connection.execute(select(_REPOS).where(_REPOS.c.id == repo_id)).first()
+            build: Any = connection.execute(_hot.BUILD_BY_ID, {"p_build_id": build_id}).first()
+            repo: Any = connection.execute(_hot.REPO_BY_ID, {"p_repo_id": repo_id}).first()
         return (
             None if build is None else _convert.build(build),
             None if repo is None else _convert.repo(repo),
@@ -623,15 +619,8 @@ class Store(
         """The id, os, arch and labels of the stages waiting for a runner, oldest first: what
         the scheduler matches runners against, read with SQLAlchemy Core (no ORM objects), so
         that looking past many stages a runner cannot take stays cheap."""
-        table = StageRow.__table__
-        query = (
-            select(table.c.id, table.c.os, table.c.arch, table.c.labels)
-            .where(table.c.status == Status.PENDING.value)
-            .order_by(table.c.id)
-            .limit(limit)
-        )
         with self._serialised(), self._wrap(), self._engine.connect() as connection:
-            rows = connection.execute(query).all()
+            rows = connection.execute(_hot.PENDING_KEYS, {"p_limit": limit}).all()
         return [
             StageKey(id=id_, os=os, arch=arch, labels=_convert.str_dict(labels))
             for id_, os, arch, labels in rows
@@ -647,37 +636,21 @@ class Store(
         ... RETURNING), on a pooled connection without an ORM session."""
         _require_hash("lease_hash", lease_hash)
         now = self._now()
-        statement = (
-            update(_STAGES)
-            .where(_STAGES.c.id == stage_id, _STAGES.c.status == Status.PENDING.value)
-            .values(
-                status=Status.RUNNING.value,
-                runner_id=runner_id,
-                machine=machine,
-                lease_hash=lease_hash,
-                lease_expires=expires,
-                started=now,
-                updated=now,
-            )
-            .returning(*_STAGES.c)
-        )
+        taking = {
+            "p_stage_id": stage_id,
+            "p_runner_id": runner_id,
+            "p_machine": machine,
+            "p_lease_hash": lease_hash,
+            "p_expires": expires,
+            "p_now": now,
+        }
         with self._core(write=True) as connection:
-            row: Any = connection.execute(statement).first()
+            row: Any = connection.execute(_hot.TAKE_STAGE, taking).first()
             if row is None:
                 return None
             stage = _convert.stage(row)
             started: Any = connection.execute(
-                update(_BUILDS)
-                .where(
-                    _BUILDS.c.id == stage.build_id,
-                    _BUILDS.c.status.in_([Status.PENDING.value, Status.BLOCKED.value]),
-                )
-                .values(
-                    status=Status.RUNNING.value,
-                    started=func.coalesce(func.nullif(_BUILDS.c.started, 0), now),
-                    updated=now,
-                )
-                .returning(*_BUILDS.c)
+                _hot.START_BUILD, {"p_build_id": stage.build_id, "p_now": now}
             ).first()
         return stage, None if started is None else _convert.build(started)
 
@@ -713,7 +686,7 @@ class Store(
         is running, leased to that runner, the hash matches (compared in constant time) and the
         lease has not expired. None otherwise, whatever the reason."""
         with self._core() as connection:
-            row: Any = connection.execute(select(_STAGES).where(_STAGES.c.id == stage_id)).first()
+            row: Any = connection.execute(_hot.STAGE_BY_ID, {"p_stage_id": stage_id}).first()
         return self._live_lease(row, runner_id, lease_hash)
 
     def authorize_lease(
@@ -724,13 +697,11 @@ class Store(
         on the stage with this lease hash, else (runner, stage)."""
         with self._core() as connection:
             runner: Any = connection.execute(
-                select(_RUNNERS).where(
-                    _RUNNERS.c.token_hash == token_hash, _RUNNERS.c.revoked.is_(False)
-                )
+                _hot.RUNNER_BY_TOKEN, {"p_token_hash": token_hash}
             ).first()
             if runner is None:
                 return None, None
-            row: Any = connection.execute(select(_STAGES).where(_STAGES.c.id == stage_id)).first()
+            row: Any = connection.execute(_hot.STAGE_BY_ID, {"p_stage_id": stage_id}).first()
         found = _convert.runner(runner)
         return found, self._live_lease(row, found.id, lease_hash)
 
@@ -753,9 +724,7 @@ class Store(
         not running any more; ``NotFound`` when it does not exist."""
         with self._core(write=True) as connection:
             result = connection.execute(
-                update(_STAGES)
-                .where(_STAGES.c.id == stage_id, _STAGES.c.status == Status.RUNNING.value)
-                .values(lease_expires=expires)
+                _hot.RENEW_LEASE, {"p_stage_id": stage_id, "p_expires": expires}
             )
             if result.rowcount == 0 and _stage_of(connection, stage_id) is None:
                 raise NotFound(f"stage {stage_id} does not exist")
@@ -841,70 +810,50 @@ class Store(
         exist."""
         now = self._now()
         with self._core(write=True) as connection:
-            current = _stage_of(connection, stage_id)
-            if current is None:
-                return None
             if self._dialect == "postgresql":
                 # SQLite's BEGIN IMMEDIATE runs write transactions one at a time; PostgreSQL
                 # needs row locks for the same. The build's row first: the ends of two
                 # stages of one build take turns, so the later one's snapshot below sees the
                 # earlier one done (else both could see the other running, and nobody would
-                # settle the build). Then the stage's: a concurrent end of this stage (the
-                # reaper, a retried report) waits and then sees it done.
-                connection.execute(
-                    select(_BUILDS.c.id).where(_BUILDS.c.id == current.build_id).with_for_update()
-                )
-                current = _stage_of(connection, stage_id, for_update=True)
-                if current is None:
+                # settle the build). The UPDATE below then locks the stage's: a concurrent end
+                # of this stage (the reaper, a retried report) waits and then finds it done.
+                build_id = connection.execute(
+                    _hot.BUILD_ID_OF_STAGE, {"p_stage_id": stage_id}
+                ).scalar()
+                if build_id is None:
                     return None
-            if current.status.done:
-                return StageEnd(current, False, None, ())
+                connection.execute(_hot.LOCK_BUILD, {"p_build_id": build_id})
+            # Ends the stage only if it has not ended: the compare-and-set keeps the first
+            # outcome of a retried report, or of the reaper and the runner both.
+            ending = {
+                "p_stage_id": stage_id,
+                "p_status": Status(status).value,
+                "p_error": error,
+                "p_exit_code": exit_code,
+                "p_now": now,
+            }
+            row: Any = connection.execute(_hot.FINISH_STAGE, ending).first()
+            if row is None:
+                current = _stage_of(connection, stage_id)
+                return None if current is None else StageEnd(current, False, None, ())
+            stage = _convert.stage(row)
             for report in steps:
                 connection.execute(
                     _step_upsert(self._dialect, bool(report.started), bool(report.stopped)),
                     _step_values(stage_id, report),
                 )
-            open_steps: Any = connection.execute(
-                select(_STEPS.c.id, _STEPS.c.status).where(
-                    _STEPS.c.stage_id == stage_id, _STEPS.c.status.in_(_OPEN_STATES)
-                )
-            ).all()
-            for step_id, step_status in open_steps:
-                closed = running_becomes if step_status == Status.RUNNING.value else Status.SKIPPED
-                connection.execute(
-                    update(_STEPS)
-                    .where(_STEPS.c.id == step_id)
-                    .values(status=closed.value, stopped=now)
-                )
-            row: Any = connection.execute(
-                update(_STAGES)
-                .where(_STAGES.c.id == stage_id)
-                .values(
-                    status=status.value,
-                    error=error,
-                    exit_code=exit_code,
-                    stopped=now,
-                    started=current.started or now,
-                    lease_hash=None,
-                    lease_expires=0,
-                    updated=now,
-                )
-                .returning(*_STAGES.c)
-            ).one()
-            stage = _convert.stage(row)
-            build_status = connection.execute(
-                select(_BUILDS.c.status).where(_BUILDS.c.id == stage.build_id)
-            ).scalar()
-            statuses = connection.execute(
-                select(_STAGES.c.status)
-                .where(_STAGES.c.build_id == stage.build_id)
-                .order_by(_STAGES.c.number)
-            ).scalars()
+            closing = {
+                "p_stage_id": stage_id,
+                "p_running_becomes": Status(running_becomes).value,
+                "p_now": now,
+            }
+            connection.execute(_hot.CLOSE_STEPS, closing)
+            snapshot = connection.execute(_hot.BUILD_SNAPSHOT, {"p_build_id": stage.build_id}).all()
             return StageEnd(
                 stage,
                 True,
-                None if build_status is None else Status(build_status),
-                tuple(Status(s) for s in statuses),
+                Status(snapshot[0][0]) if snapshot else None,
+                tuple(Status(stage_status) for _, stage_status in snapshot),
             )
 
     def list_steps(self, stage_id: int) -> list[Step]:
@@ -917,7 +866,7 @@ class Store(
     def get_step(self, stage_id: int, number: int) -> Step | None:
         with self._core() as connection:
             row: Any = connection.execute(
-                select(_STEPS).where(_STEPS.c.stage_id == stage_id, _STEPS.c.number == number)
+                _hot.STEP_BY_NUMBER, {"p_stage_id": stage_id, "p_number": number}
             ).first()
         return None if row is None else _convert.step(row)
 
@@ -998,9 +947,7 @@ class Store(
         """The runner with this token hash; None when there is none or it is revoked."""
         with self._core() as connection:
             row: Any = connection.execute(
-                select(_RUNNERS).where(
-                    _RUNNERS.c.token_hash == token_hash, _RUNNERS.c.revoked.is_(False)
-                )
+                _hot.RUNNER_BY_TOKEN, {"p_token_hash": token_hash}
             ).first()
         return None if row is None else _convert.runner(row)
 
@@ -1043,8 +990,8 @@ class Store(
         """Record what a runner reported when it last polled."""
         with self._core(write=True) as connection:
             result = connection.execute(
-                update(_RUNNERS)
-                .where(_RUNNERS.c.id == runner_id)
+                update(_hot.RUNNERS)
+                .where(_hot.RUNNERS.c.id == runner_id)
                 .values(
                     os=os,
                     arch=arch,
@@ -1182,15 +1129,6 @@ class Store(
         )
 
 
-_STAGES: Final = cast(Table, StageRow.__table__)
-_STEPS: Final = cast(Table, StepRow.__table__)
-_BUILDS: Final = cast(Table, BuildRow.__table__)
-_REPOS: Final = cast(Table, RepoRow.__table__)
-_RUNNERS: Final = cast(Table, RunnerRow.__table__)
-# Step states that are not final: what ``finish_stage`` closes.
-_OPEN_STATES: Final = tuple(s.value for s in Status if not s.done)
-
-
 @functools.cache
 def _step_upsert(dialect: str, started: bool, stopped: bool, *, returning: bool = False) -> Any:
     """INSERT ... ON CONFLICT (stage, number) DO UPDATE of one step, with bound parameters
@@ -1214,7 +1152,7 @@ def _step_upsert(dialect: str, started: bool, stopped: bool, *, returning: bool 
     statement = insert.on_conflict_do_update(
         index_elements=[StepRow.stage_id, StepRow.number], set_=changes
     )
-    return statement.returning(*_STEPS.c) if returning else statement
+    return statement.returning(*_hot.STEPS.c) if returning else statement
 
 
 _STEP_VALUES: Final = (
@@ -1246,9 +1184,8 @@ def _step_values(stage_id: int, report: StepReport) -> dict[str, Any]:
     }
 
 
-def _stage_of(connection: Connection, stage_id: int, *, for_update: bool = False) -> Stage | None:
-    query = select(_STAGES).where(_STAGES.c.id == stage_id)
-    row: Any = connection.execute(query.with_for_update() if for_update else query).first()
+def _stage_of(connection: Connection, stage_id: int) -> Stage | None:
+    row: Any = connection.execute(_hot.STAGE_BY_ID, {"p_stage_id": stage_id}).first()
     return None if row is None else _convert.stage(row)
 
 
