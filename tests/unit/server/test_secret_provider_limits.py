@@ -57,3 +57,34 @@ def test_a_reply_that_trickles_in_is_abandoned_at_the_deadline() -> None:
     assert caught.value.no_answer
     # Stopped about when the deadline passed, not after a whole MiB of chunks.
     assert len(sent) <= 12
+
+
+@pytest.mark.parametrize(
+    ("reply", "outcome"),
+    [
+        (b'{"name": "admin_password", "data": "v-123456"}', "the reply is for secret"),
+        (b'{"name": "password", "data": "v-123456"}', "v-123456"),
+        (b'{"data": "v-123456"}', "v-123456"),  # Drone's providers need not name it
+    ],
+)
+def test_a_reply_naming_another_secret_is_refused(reply: bytes, outcome: str) -> None:
+    def answer(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, stream=httpx.ByteStream(reply))
+
+    provider = HttpSecretProvider("https://ext", TOKEN, transport=httpx.MockTransport(answer))
+    lookup = ExternalSecretRequest(
+        name="docker_password",
+        path="secret/data/docker",
+        key="password",
+        repo=make_repo(),
+        build=make_build(),
+    )
+    if outcome.startswith("v-"):
+        found = provider.find(lookup)
+        assert found is not None
+        assert found.value == outcome
+        return
+    with pytest.raises(SecretProviderError) as caught:
+        provider.find(lookup)
+    assert str(caught.value) == "the reply is for secret 'admin_password', not 'password'"
+    assert "v-123456" not in caught.value.message

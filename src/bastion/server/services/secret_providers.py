@@ -159,7 +159,7 @@ class HttpSecretProvider:
 
         def run() -> None:
             try:
-                outcome.append(self._exchange(request.name, body))
+                outcome.append(self._exchange(request.name, request.key, body))
             except SecretProviderError as exc:
                 outcome.append(exc)
             except Exception as exc:  # a bug must not leave the caller waiting
@@ -195,7 +195,7 @@ class HttpSecretProvider:
                 f"{reason}, {ago:.0f} s ago; asked again in {self._cool_down - ago:.0f} s",
             )  # not "no answer" itself: the cool-down must not extend itself
 
-    def _exchange(self, name: str, body: bytes) -> ExternalSecret | None:
+    def _exchange(self, name: str, key: str, body: bytes) -> ExternalSecret | None:
         headers = sign_request(self._key, body, accept=DRONE_SECRET_V1)
         # httpx's timeouts are per read: a reply trickling in would keep this thread busy
         # long after the caller gave up. The whole exchange ends at this deadline.
@@ -231,7 +231,7 @@ class HttpSecretProvider:
             raise _status_error(name, status, text)
         if encoding not in {"identity", ""}:
             raise _unavailable(name, f"the reply is {encoding}-encoded, not plain JSON")
-        return _parse_reply(name, data)
+        return _parse_reply(name, key, data)
 
 
 def provider_from_settings(settings: ServerSettings) -> SecretProvider | None:
@@ -350,7 +350,7 @@ def _read_limited(reply: httpx.Response, late: Callable[[], bool]) -> bytes:
     return b"".join(chunks)
 
 
-def _parse_reply(name: str, data: bytes) -> ExternalSecret | None:
+def _parse_reply(name: str, key: str, data: bytes) -> ExternalSecret | None:
     try:
         reply = json.loads(data)
     except (UnicodeDecodeError, ValueError):
@@ -362,6 +362,13 @@ def _parse_reply(name: str, data: bytes) -> ExternalSecret | None:
         raise _unavailable(name, "the reply's data is not a string")
     if value == "":
         return None
+    answered = reply.get("name")
+    if isinstance(answered, str) and answered and answered != key:
+        # Drone's secret object names the secret; a reply naming another one is a confused
+        # (or hostile) provider: its value must not go out under this name.
+        raise _unavailable(
+            name, f"the reply is for secret {_printable(answered)[:64]!r}, not {key!r}"
+        )
     flags = {key: reply.get(key, False) for key in ("pull", "pull_request", "fork")}
     if not all(isinstance(flag, bool) for flag in flags.values()):
         raise _unavailable(name, "the reply's pull / pull_request / fork are not booleans")
