@@ -80,9 +80,11 @@ def create_app(
     app.state.ctx = None
     app.state.should_stop = lambda: False  # serve() points it at uvicorn's exit flag
     install_error_handlers(app)
+    # The runner channel first: routes are matched in order, and its calls are most of the
+    # server's requests (a runner's poll need not be tried against every API route).
+    app.include_router(rpc_router)
     app.include_router(api_router())
     app.include_router(hooks_router)
-    app.include_router(rpc_router)
     app.add_middleware(AccessLog)
     return app
 
@@ -191,8 +193,16 @@ def _start(ctx: ServerContext) -> None:
 async def _every(interval: float, job: Callable[[], Any], name: str) -> None:
     while True:
         await asyncio.sleep(interval)
+        # Cancelling a task that waits for a thread does not stop the thread: on shutdown,
+        # wait for the round to end, or the store is closed under a round that still holds a
+        # database connection (found leaking PostgreSQL connections in the tests).
+        round_ = asyncio.ensure_future(anyio.to_thread.run_sync(job))
         try:
-            await anyio.to_thread.run_sync(job)
+            await asyncio.shield(round_)
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                await round_
+            raise
         except Exception:  # a failed round must not stop the next one
             log.exception("%s failed; trying again in %.0f s", name, interval)
 
