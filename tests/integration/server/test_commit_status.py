@@ -47,12 +47,14 @@ def commit_forge() -> Iterator[CommitForge]:
 def reporting(
     make_server: Callable[..., Harness], commit_forge: CommitForge, forge: FakeForge
 ) -> Harness:
-    """A server whose GitHub and Gitea APIs are the fake commit forge."""
+    """A server whose GitHub, Gitea and GitLab APIs are the fake commit forge."""
     server = make_server(
         github_api_url=f"{commit_forge.url}/api/v3",
         github_token=TOKEN,
         gitea_url=commit_forge.url,
         gitea_token=TOKEN,
+        gitlab_url=commit_forge.url,
+        gitlab_token=TOKEN,
         server_host="ci.example.com",
         server_proto="https",
     )
@@ -273,3 +275,27 @@ def test_a_cancelled_build_reports_error(reporting: Harness, commit_forge: Commi
     settled(reporting)
     last = commit_forge.posted()[-1]
     assert (last.body["state"], last.body["description"]) == ("error", "the build was cancelled")
+
+
+def test_gitlab_a_cron_build_reports_in_gitlabs_terms(
+    reporting: Harness, commit_forge: CommitForge, forge: FakeForge
+) -> None:
+    reporting.forge_repo("gitlab", "acme", "platform-api", forge_id="77")
+    forge.files[("acme", "platform-api", PR_HEAD, ".drone.yml")] = PIPELINE
+    commit_forge.branches[("acme", "platform-api", "main")] = PR_HEAD
+    cron = "/api/repos/acme/platform-api/cron"
+    reporting.admin.post(cron, json={"name": "nightly", "expr": "@daily"}).raise_for_status()
+    built = reporting.admin.post(f"{cron}/nightly").json()
+    assert built["after"] == PR_HEAD
+    run_to(reporting, StepState.FAILURE)
+    wait_for(lambda: reporting.build(1, "acme/platform-api")["status"] == "failure")
+    settled(reporting)
+    posted = commit_forge.posted()
+    # the project is addressed as one %2F-encoded path segment, as GitLab requires
+    assert {(p.forge, p.owner, p.name, p.sha) for p in posted} == {
+        ("gitlab", "acme", "platform-api", PR_HEAD)
+    }
+    assert posted[0].body["state"] == "pending"
+    assert posted[-1].body["state"] == "failed"
+    assert posted[-1].body["name"] == "continuous-integration/bastion/cron"
+    assert posted[-1].authorization == f"Bearer {TOKEN}"
