@@ -97,3 +97,20 @@ def test_a_stored_value_too_short_to_mask_is_not_handed_out(store: Store, tmp_pa
     assert got.denials["ship"]["vault_token"].startswith(
         "secret 'vault_token' is shorter than 4 characters"
     )
+
+
+def test_a_value_handed_out_stays_masked_after_many_other_stages(
+    store: Store, tmp_path: Path
+) -> None:
+    # An external value is in no scope: only the memory of what the stage was handed masks
+    # it on the server. Hundreds of later stages must not push that memory out.
+    from dataclasses import replace
+
+    repo, build, stage = _stage(store)
+    provider = Provider("first-value-Tk3Lp8Wq")
+    service = _service(store, tmp_path, provider)
+    service.delivery(repo, build, stage, CONFIG)
+    for offset in range(1, 400):
+        provider.value = f"later-value-{offset:04d}"
+        service.delivery(repo, build, replace(stage, id=stage.id + offset), CONFIG)
+    assert service.masker(stage).mask("x first-value-Tk3Lp8Wq y") == "x ******** y"

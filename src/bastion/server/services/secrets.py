@@ -37,7 +37,8 @@ password. Masking more than was handed out costs nothing in safety and covers a 
 could only have got by another route. The maskers are rebuilt when secrets change through the
 API (:meth:`StageSecrets.secrets_changed`), and the values handed out are remembered with the
 masker, so a secret replaced or deleted after the stage received it stays masked in that
-stage's logs — as long as the server process runs (the runner masks before sending anyway).
+stage's logs — as long as the server process runs, for the last 8192 stages (the built
+maskers of the last 256; the runner masks before sending anyway).
 
 A private repository on a forge is cloned with the server's token for that forge, given to
 the runner for its clone only. The local forge needs no credentials: the runner downloads a
@@ -73,7 +74,8 @@ from bastion.store.types import Build, Repo, SecretFilters, Stage
 log = logging.getLogger("bastion.server")
 
 _CLONE_USERNAMES = {"github": "x-access-token", "gitea": "oauth2", "gitlab": "oauth2"}
-_MASKER_CACHE = 256
+_MASKER_CACHE = 256  # stages whose built masker is kept
+_HANDED_CACHE = 8192  # stages whose handed-out values are remembered (small sets)
 _REFS_CACHE = 1024
 
 
@@ -481,8 +483,17 @@ class StageSecrets:
             fresh = masker if changes == self._changes else None
             self._maskers[stage.id] = _Masking(stage.repo_id, remembered, fresh)
             self._maskers.move_to_end(stage.id)
-            while len(self._maskers) > _MASKER_CACHE:
+            # What a stage was handed outlives its masker: an external or since-changed
+            # value is in no scope, and only this memory masks it when the masker is rebuilt.
+            while len(self._maskers) > _HANDED_CACHE:
                 self._maskers.popitem(last=False)
+            built = sum(1 for e in self._maskers.values() if e.masker is not None)
+            for entry in self._maskers.values():
+                if built <= _MASKER_CACHE:
+                    break
+                if entry.masker is not None:
+                    entry.masker = None
+                    built -= 1
         return masker
 
     def _forge_token(self, repo: Repo) -> str:
