@@ -4,7 +4,8 @@ It answers, for GitHub (under ``/api/v3``, as GitHub Enterprise), Gitea (``/api/
 GitLab (``/api/v4``): the branch endpoints (``branches[(owner, name, branch)] = sha``) and the
 commit status endpoints, recording every status it accepts (``statuses``) with the
 ``Authorization`` header it came with. ``fail_next`` makes the next N requests answer 500
-(a forge having a bad minute); ``token`` is the one token it accepts (401 otherwise).
+(a forge having a bad minute); ``token`` is the one token it accepts (401 otherwise). As
+GitLab does, its GitLab endpoint refuses (400) a state the commit's status is already in.
 """
 
 from __future__ import annotations
@@ -178,6 +179,16 @@ def _handler(forge: CommitForge) -> type[BaseHTTPRequestHandler]:
                 self._send(400, {"message": "bad JSON"})
                 return
             auth = self.headers.get("Authorization", "")
+            if kind == "gitlab":
+                current = [
+                    p.body["state"]
+                    for p in forge.posted()
+                    if (p.forge, p.sha, p.body.get("name")) == (kind, rest, body.get("name"))
+                ]
+                if current and current[-1] == body["state"]:
+                    message = f"Cannot transition status via :enqueue from :{body['state']}"
+                    self._send(400, {"message": message})
+                    return
             forge._add(Posted(kind, owner, name, rest, body, auth))
             self._send(201, {"id": len(forge.statuses), **body})
 

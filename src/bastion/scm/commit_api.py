@@ -11,7 +11,8 @@ headers, same mapping of failures to ``ForgeError``), so one client per forge se
 * Status: GitHub ``POST /repos/{o}/{n}/statuses/{sha}`` and Gitea ``POST /api/v1/repos/{o}/
   {n}/statuses/{sha}`` with ``state`` (pending, success, failure, error), ``context``,
   ``description``, ``target_url``; GitLab ``POST /api/v4/projects/{o%2Fn}/statuses/{sha}`` with
-  ``state`` (pending, running, success, failed, canceled) and the context as ``name``.
+  ``state`` (pending, running, success, failed, canceled) and the context as ``name``; its
+  400 for a state the status is already in counts as done.
 
 Tokens stay in headers; messages name the repository and the call, never a token.
 """
@@ -149,7 +150,13 @@ class _Calls:
             ) from exc
         if response.status_code == 404:
             raise ForgeError(self.forge, f"{what}: no such repository or commit (HTTP 404)")
+        if self._unchanged(response):
+            return
         self._raise_for_status(response, what)
+
+    def _unchanged(self, response: httpx.Response) -> bool:
+        """Whether a refusal means the forge already shows this state (GitLab only)."""
+        return False
 
 
 def _text(value: object) -> str:
@@ -224,6 +231,11 @@ class GiteaCommits(GiteaClient, _Calls):
 
 
 class GitLabCommits(GitLabClient, _Calls):
+    def _unchanged(self, response: httpx.Response) -> bool:
+        # GitLab refuses a state its status is already in ("Cannot transition status via
+        # :enqueue from :pending"): the commit shows what we meant to say.
+        return response.status_code == 400 and b"Cannot transition status" in response.content
+
     def branch_head(self, owner: str, name: str, branch: str) -> BranchHead | None:
         _check(owner, name)
         _check_branch(branch)

@@ -132,3 +132,17 @@ def test_status_fields_are_checked_and_long_descriptions_cut(forge: CommitForge)
     with clients(forge)["github"] as client:
         client.post_status("acme", "web", SHA, long)
     assert len(forge.posted()[0].body["description"]) == 140
+
+
+def test_gitlabs_refusal_of_the_state_it_already_has_counts_as_done(forge: CommitForge) -> None:
+    pending = CommitStatus(state="pending", context="c", description="pending", target_url="u")
+    running = CommitStatus(state="pending", context="c", description="running", target_url="u")
+    with clients(forge)["gitlab"] as client:
+        client.post_status("acme", "web", SHA, pending)
+        client.post_status("acme", "web", SHA, running)  # GitLab answers 400; not an error
+        client.post_status("acme", "web", SHA, STATUS)
+    assert [p.body["state"] for p in forge.posted()] == ["pending", "failed"]
+    assert len(forge.requests) == 3
+    forge.fail_next = 1  # other refusals stay errors
+    with clients(forge)["gitlab"] as client, pytest.raises(ForgeError, match="HTTP 500"):
+        client.post_status("acme", "web", SHA, pending)
