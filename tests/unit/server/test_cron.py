@@ -58,6 +58,8 @@ def test_next_run_is_strictly_after_the_start() -> None:
         "@reboot",
         "a b c d e",
         "0 0 0 0 0 0",
+        "0 0 30 2 *",  # never happens
+        "0 0 0 31 4 *",
         "x" * 300,
     ],
 )
