@@ -169,7 +169,7 @@ def secret_data(data: str | None, data_file: Path | None, *, required: bool = Tr
     elif data == "-":
         if sys.stdin.isatty():
             stderr().print(Text("reading the value from stdin; end it with Ctrl-D"))
-        value = sys.stdin.read()
+        value = sys.stdin.read(_READ_LIMIT)
     elif data.startswith("@"):
         value = _read_secret_file(Path(data[1:]), "--data @FILE")
     else:
@@ -184,13 +184,21 @@ def secret_data(data: str | None, data_file: Path | None, *, required: bool = Tr
             f"secrets shorter than {MIN_SECRET_LENGTH} characters cannot be masked in build logs"
         )
     if len(value) > SECRET_DATA_MAX:
-        raise CliError(f"the value is {len(value)} characters long; at most {SECRET_DATA_MAX}")
+        raise CliError(
+            f"the value is longer than {SECRET_DATA_MAX} characters (at most {SECRET_DATA_MAX})"
+        )
     return value
+
+
+# Characters read at most: one more than a value may have, so that the length check below
+# refuses a longer one, and /dev/zero or an endless pipe does not fill the memory.
+_READ_LIMIT = 64 * 1024 + 1  # rpc.api.SECRET_DATA_MAX + 1 (not imported at startup)
 
 
 def _read_secret_file(path: Path, option: str) -> str:
     try:
-        return path.read_text(encoding="utf-8")
+        with path.open(encoding="utf-8", newline="") as handle:
+            return handle.read(_READ_LIMIT)
     except UnicodeDecodeError:
         raise CliError(
             f"{option} {path}: not UTF-8 text (encode binary data, e.g. base64)"
