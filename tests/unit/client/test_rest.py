@@ -281,7 +281,15 @@ def test_secrets(api: FakeApi, client: BastionClient) -> None:
     assert saved == SecretOut(name="token", pull_request=False, created=100, updated=100)
     method, path, _, body = api.requests[-1]
     assert (method, path) == ("POST", "/api/repos/acme/web/secrets")
-    assert body == {"name": "token", "data": value, "pull_request": False}  # the value, in clear
+    # The value, in clear; the filters, empty unless given.
+    assert body == {
+        "name": "token",
+        "data": value,
+        "pull_request": False,
+        "events": [],
+        "branches": [],
+        "images": [],
+    }
     client.secret_add("acme", "web", SecretCreate(name="npm", data="npm-Vc2Bx9", pull_request=True))
     assert [(s.name, s.pull_request) for s in client.secrets_list("acme", "web")] == [
         ("npm", True),
