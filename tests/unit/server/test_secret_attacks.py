@@ -114,3 +114,28 @@ def test_a_value_handed_out_stays_masked_after_many_other_stages(
         provider.value = f"later-value-{offset:04d}"
         service.delivery(repo, build, replace(stage, id=stage.id + offset), CONFIG)
     assert service.masker(stage).mask("x first-value-Tk3Lp8Wq y") == "x ******** y"
+
+
+@pytest.mark.parametrize("after", ["main", "c" * 12, ""])
+def test_references_are_not_cached_for_what_is_not_a_full_commit_id(
+    store: Store, tmp_path: Path, after: str
+) -> None:
+    # A name that can move (a branch, a short id) may point at another configuration next
+    # time: stale references would grant a plugin-only secret to a step that now has commands.
+    repo = store.create_repo("acme", "web")
+    build, [stage] = store.create_build(
+        repo.id,
+        NewBuild(event="push", after=after, target="main"),
+        [NewStage(number=1, name="build", status=Status.PENDING)],
+    )
+    store.set_repo_secret(repo.id, "pw", "docker-pw-Vc2Bx9Zn", images=("plugins/docker",))
+    plugin = (
+        "kind: pipeline\ntype: docker\nname: build\nsteps:\n- name: publish\n"
+        "  image: plugins/docker\n  settings:\n    password: {from_secret: pw}\n"
+    )
+    service = _service(store, tmp_path, Provider("unused-value"))
+    assert service.delivery(repo, build, stage, plugin).grants == {"publish": ["pw"]}
+    moved = plugin + "  commands: [echo $PLUGIN_PASSWORD]\n"
+    got = service.delivery(repo, build, stage, moved)
+    assert got.grants == {"publish": []}
+    assert "the step sets commands" in got.denials["publish"]["pw"]

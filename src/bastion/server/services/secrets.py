@@ -48,6 +48,7 @@ git bundle, authorised by its lease.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
@@ -77,6 +78,7 @@ _CLONE_USERNAMES = {"github": "x-access-token", "gitea": "oauth2", "gitlab": "oa
 _MASKER_CACHE = 256  # stages whose built masker is kept
 _HANDED_CACHE = 8192  # stages whose handed-out values are remembered (small sets)
 _REFS_CACHE = 1024
+_FULL_SHA = re.compile(r"^[0-9a-f]{40}(?:[0-9a-f]{24})?$")
 
 
 def referenced_secrets(pipeline: Pipeline) -> frozenset[str]:
@@ -218,12 +220,12 @@ class StageSecrets:
             if cached is not None:
                 self._refs.move_to_end(key)
                 return cached
-        # A commit's configuration never changes (an empty sha, a manual build without one,
-        # is parsed every time: its text may).
+        # A commit's configuration never changes; anything but a full commit id (empty, a
+        # branch or a short id) may name other text next time, and is parsed every time.
         found = stage_refs(config, stage.name, repo.config_path)
         with self._lock:
             self.parses += 1
-            if build.after:
+            if _FULL_SHA.match(build.after):
                 self._refs[key] = found
                 while len(self._refs) > _REFS_CACHE:
                     self._refs.popitem(last=False)
