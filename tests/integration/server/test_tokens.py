@@ -48,7 +48,8 @@ def test_named_tokens_shown_once_listed_without_secret(server: Harness) -> None:
     assert _create(alice, "x", scopes=["root"]).status_code == 400
     # Stored hashed: the secret is nowhere in the database, its hash is.
     assert server.ctx.store.find_token(hash_token(secret)) is not None
-    assert [e["name"] for e in _events(server, "token.created")][-1] == "laptop"
+    created = _events(server, "token.created")[-1]
+    assert (created["name"], created["by_token"], created["actor"]) == ("laptop", "cli", "alice")
 
 
 def test_a_token_cannot_raise_its_scopes(server: Harness) -> None:

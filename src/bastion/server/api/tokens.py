@@ -141,6 +141,9 @@ def issue_token(
             "name": name,
             "scopes": [s.value for s in scopes],
             "expires": expires,
+            # Which of the actor's tokens made it ("" for a browser session): a leaked token
+            # may have made others, and this is how they are found.
+            "by_token": principal.token.name if principal.token is not None else "",
         },
     )
     return _created(user, token, secret)
