@@ -38,9 +38,12 @@ class LockoutStore:
 
     def record_auth_failure(self, keys: Sequence[str], at: int, since: int) -> dict[str, int]:
         """Count one failure at ``at`` against each key; return each key's failures at or
-        after ``since`` (this one included). Failures older than ``since`` are deleted."""
+        after ``since`` (this one included). Failures older than ``since``, and lockouts that
+        ended before it, are deleted."""
         with self._tx(write=True) as session:
             self._execute(session, delete(AuthFailureRow).where(AuthFailureRow.at < since))
+            # A lockout that ended before the window began no longer extends a streak.
+            self._execute(session, delete(AuthLockoutRow).where(AuthLockoutRow.until < since))
             session.add_all(AuthFailureRow(key=key, at=at) for key in keys)
             session.flush()
             rows = session.execute(

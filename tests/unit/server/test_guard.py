@@ -14,6 +14,7 @@ from bastion.server.services.guard import (
     GuardPolicy,
     TooManyAttempts,
     source_address,
+    source_key,
 )
 from bastion.store import Store
 from bastion.store.types import AuditQuery
@@ -162,3 +163,13 @@ PROXIES = (ipaddress.ip_network("10.0.0.0/8"), ipaddress.ip_network("::1/128"))
 )
 def test_source_address(peer: str, forwarded: str, source: str) -> None:
     assert source_address(peer, forwarded, PROXIES) == source
+
+
+def test_ipv6_sources_count_per_64(store: Store) -> None:
+    guard, _ = make(store)
+    for i in range(5):  # five addresses of one /64
+        guard.failure(f"2001:db8:1:2::{i + 1:x}", "", "unknown token")
+    with pytest.raises(TooManyAttempts):
+        guard.check("2001:db8:1:2:ffff::9")
+    guard.check("2001:db8:1:3::1")  # the next /64 is someone else
+    assert source_key("::ffff:192.0.2.1") == source_key("192.0.2.1")

@@ -107,6 +107,13 @@ def _key(kind: str, value: str) -> str:
 
 
 def source_key(source: str) -> str:
+    """The key of a source address; an IPv6 address counts as its /64, which one holder
+    usually has whole (rotating addresses inside it must not escape the limit)."""
+    address = _address(source)
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is None:
+        return _key("source", str(ipaddress.ip_network(f"{address}/64", strict=False)))
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return _key("source", str(address.ipv4_mapped))
     return _key("source", source)
 
 
