@@ -6,7 +6,8 @@ server under test talks to it over real HTTP exactly as to GitHub: ``/login/oaut
 (the "browser" is logged in at the forge as ``signed_in`` and consents), ``/login/oauth/
 access_token`` (client_secret_post or basic; codes single use, bound to the client, the
 redirect URI and the PKCE challenge), and GitHub-shaped API routes under ``/api/v3``: ``/user``,
-``/user/orgs``, ``/repos/{owner}/{name}`` with ``permissions``.
+``/user/orgs``, ``/repos/{owner}/{name}`` with ``permissions``; the same under ``/api/v1`` as
+Gitea, and GitLab's ``/oauth/*`` and ``/api/v4`` (``username``, groups, access levels).
 """
 
 from __future__ import annotations
@@ -156,11 +157,22 @@ class OAuthProvider:
         self.server = self._authorization_server()
         app = Starlette(
             routes=[
+                # GitHub's and Gitea's paths, and GitLab's.
                 Route("/login/oauth/authorize", self._authorize),
                 Route("/login/oauth/access_token", self._token, methods=["POST"]),
+                Route("/oauth/authorize", self._authorize),
+                Route("/oauth/token", self._token, methods=["POST"]),
+                # GitHub (API root /api/v3, as GitHub Enterprise) and Gitea (/api/v1).
                 Route("/api/v3/user", self._user),
                 Route("/api/v3/user/orgs", self._orgs),
                 Route("/api/v3/repos/{owner}/{name}", self._repo),
+                Route("/api/v1/user", self._user),
+                Route("/api/v1/user/orgs", self._gitea_orgs),
+                Route("/api/v1/repos/{owner}/{name}", self._repo),
+                # GitLab (/api/v4): username, groups, access levels.
+                Route("/api/v4/user", self._gitlab_user),
+                Route("/api/v4/groups", self._gitlab_groups),
+                Route("/api/v4/projects/{project:path}", self._gitlab_project),
             ]
         )
         self._uvicorn = uvicorn.Server(uvicorn.Config(app, log_config=None, access_log=False))
@@ -294,6 +306,41 @@ class OAuthProvider:
         if perms is None:
             return JSONResponse({"message": "Not Found"}, status_code=404)
         return JSONResponse({"full_name": slug, "permissions": perms})
+
+    async def _gitea_orgs(self, request: Request) -> Response:
+        account = self._account(request)
+        if account is None:
+            return JSONResponse({"message": "Bad credentials"}, status_code=401)
+        return JSONResponse([{"username": org} for org in account.orgs])
+
+    async def _gitlab_user(self, request: Request) -> Response:
+        account = self._account(request)
+        if account is None:
+            return JSONResponse({"message": "401 Unauthorized"}, status_code=401)
+        return JSONResponse(
+            {
+                "id": account.id,
+                "username": account.login,
+                "email": account.email,
+                "created_at": account.created_at,
+            }
+        )
+
+    async def _gitlab_groups(self, request: Request) -> Response:
+        account = self._account(request)
+        if account is None:
+            return JSONResponse({"message": "401 Unauthorized"}, status_code=401)
+        return JSONResponse([{"full_path": org} for org in account.orgs])
+
+    async def _gitlab_project(self, request: Request) -> Response:
+        account = self._account(request)
+        if account is None:
+            return JSONResponse({"message": "401 Unauthorized"}, status_code=401)
+        perms = account.repos.get(request.path_params["project"])
+        if perms is None:
+            return JSONResponse({"message": "404 Project Not Found"}, status_code=404)
+        level = 40 if perms.get("admin") else 30 if perms.get("push") else 20
+        return JSONResponse({"permissions": {"project_access": {"access_level": level}}})
 
     # -- lifecycle ---------------------------------------------------------------------------
 

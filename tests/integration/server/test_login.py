@@ -446,3 +446,53 @@ def test_no_forge_login_configured(tmp_path: Path) -> None:
         answer = httpx.get(server.url + "/login", follow_redirects=False)
         assert answer.status_code == 404
         assert "login-link" in answer.json()["message"]
+
+
+@pytest.mark.parametrize("forge", ["gitea", "gitlab"])
+def test_oauth_login_through_gitea_and_gitlab(
+    tmp_path: Path, provider: OAuthProvider, forge: str
+) -> None:
+    settings = {
+        f"{forge}_client_id": provider.client_id,
+        f"{forge}_client_secret": provider.client_secret,
+        f"{forge}_url": provider.url,
+        "user_filter": "acme",
+    }
+    for server in start_server(tmp_path, **settings):
+        provider.redirect_uri = server.url + "/login"
+        server.forge_repo(forge, "acme", "app")
+        server.forge_repo(forge, "acme", "ops")
+        alice(provider)
+        browser = Browser()
+        start = browser.get(server.url + "/login")
+        assert start.headers["location"].startswith(
+            provider.url + ("/oauth/authorize" if forge == "gitlab" else "/login/oauth/authorize")
+        )
+        at_forge = browser.get(start.headers["location"])
+        assert browser.get(at_forge.headers["location"]).status_code == 303
+        assert browser.get(server.url + "/api/user").json()["login"] == "alice"
+        csrf = str(browser.cookie(server.url, "bastion_csrf"))
+        # Mirrored: write on acme/app, admin on acme/ops.
+        app = browser.request(
+            "PATCH",
+            server.url + "/api/repos/acme/app",
+            json={"timeout": 30},
+            headers={"X-CSRF-Token": csrf},
+        )
+        assert app.status_code == 200, app.text
+        sign = {"data": "kind: pipeline\n"}
+        headers = {"X-CSRF-Token": csrf}
+        assert (
+            browser.post(
+                server.url + "/api/repos/acme/app/sign", json=sign, headers=headers
+            ).status_code
+            == 403
+        )
+        assert (
+            browser.post(
+                server.url + "/api/repos/acme/ops/sign", json=sign, headers=headers
+            ).status_code
+            == 200
+        )
+        [event] = events(server, "login")
+        assert event["detail"]["forge"] == forge
