@@ -415,13 +415,19 @@ def _pull_auths(names: tuple[str, ...], secrets: Mapping[str, str]) -> dict[str,
             doc = json.loads(raw)
         except ValueError:
             continue
-        for registry, entry in (doc.get("auths") or {}).items():
+        # A secret is whatever its owner typed: anything but {"auths": {...}} gives nothing.
+        found = doc.get("auths") if isinstance(doc, dict) else None
+        if not isinstance(found, dict):
+            continue
+        for registry, entry in found.items():
             if not isinstance(entry, dict):
                 continue
             user, password = entry.get("username", ""), entry.get("password", "")
+            if not isinstance(user, str) or not isinstance(password, str):
+                continue
             if "auth" in entry and not user:
                 try:
-                    user, _, password = base64.b64decode(entry["auth"]).decode().partition(":")
+                    user, _, password = base64.b64decode(str(entry["auth"])).decode().partition(":")
                 except (ValueError, UnicodeDecodeError):
                     continue
             host = re.sub(r"^https?://", "", str(registry)).split("/")[0]

@@ -188,3 +188,22 @@ def test_a_refused_service_fails_the_pipeline() -> None:
     assert by_name["db"].detail.startswith("secret 'token' is not available")
     assert result.state is State.FAILURE
     assert all(spec.alias != "db" for spec in backend.started)
+
+
+def test_a_pull_secret_that_is_not_a_docker_config_gives_no_credentials() -> None:
+    # Whatever JSON a secret's owner stored, the compiler neither crashes nor invents auth.
+    everyone = {"test": ["shared", "token", "registry"], "publish": ["shared"], "after": ["shared"]}
+    text = PIPELINE.replace(
+        "image: busybox\n  commands: [echo test]",
+        "image: registry.example.com/app\n  commands: [echo test]",
+    )
+    for stored in (
+        "[1]",
+        '"auths"',
+        "42",
+        '{"auths": []}',
+        '{"auths": {"registry.example.com": {"username": 1, "password": ["x"]}}}',
+        '{"auths": {"registry.example.com": {"auth": 7}}}',
+    ):
+        plan = compile_with(everyone, values={**VALUES, "registry": stored}, text=text)
+        assert plan.steps[0].container.pull_auth is None, stored
