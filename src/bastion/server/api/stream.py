@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator
 
 import anyio.to_thread
@@ -22,6 +23,7 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 from bastion.server.api.builds import find_step
 from bastion.server.auth import CtxDep, RepoRead, UserDep
 from bastion.server.context import ServerContext
+from bastion.server.identity.permissions import StreamAccess
 from bastion.server.views import log_line_out
 
 router = APIRouter(tags=["stream"])
@@ -41,16 +43,22 @@ def _response(ctx: ServerContext, content: AsyncIterator[ServerSentEvent]) -> Ev
 
 @router.get("/api/stream")
 async def stream_builds(principal: UserDep, ctx: CtxDep, request: Request) -> EventSourceResponse:
-    admin = principal.admin
+    # Only repositories the caller may read (identity.permissions), checked again every few
+    # seconds: a blocked user's stream ends, a revoked grant stops the events.
+    access = StreamAccess(ctx.store, principal.user, principal.grants, admin=principal.user.admin)
 
     async def events() -> AsyncIterator[ServerSentEvent]:
         with ctx.events.subscribe() as queue:
             while not ctx.should_stop() and not await request.is_disconnected():
+                now = time.monotonic()
+                if access.due(now) and not await anyio.to_thread.run_sync(access.refresh, now):
+                    return
                 try:
                     event = await asyncio.wait_for(queue.get(), _REREAD_SECONDS)
                 except TimeoutError:
                     continue
-                if admin or event.repo_active:
+                visibility = str(event.payload.get("visibility", "private"))
+                if access.allows(event.repo_id, event.repo_active, visibility):
                     yield ServerSentEvent(data=json.dumps(event.payload, separators=(",", ":")))
 
     return _response(ctx, events())

@@ -135,3 +135,43 @@ def check_activation(settings: ServerSettings, owner: str, name: str) -> None:
         raise Forbidden(
             f"repository {slug} does not match BASTION_REPOSITORY_FILTER; it cannot be activated"
         )
+
+
+class StreamAccess:
+    """Which build events a live ``/api/stream`` subscriber may receive: those of repositories
+    the rule above lets them read. The user and their stored permissions are read again every
+    ``REFRESH`` seconds, so a grant taken away stops the events, and a blocked or deleted user's
+    stream ends (``refresh`` returns False)."""
+
+    REFRESH = 5.0
+
+    def __init__(
+        self, store: Store, user: User, grants: Mapping[int, frozenset[Scope]], *, admin: bool
+    ) -> None:
+        self._store = store
+        self._user = user
+        self._grants = dict(grants)
+        self._admin = admin
+        self._checked = 0.0
+
+    def due(self, monotonic_now: float) -> bool:
+        return monotonic_now - self._checked >= self.REFRESH
+
+    def refresh(self, monotonic_now: float) -> bool:
+        """Read the user and their permissions again; False when they may no longer listen."""
+        self._checked = monotonic_now
+        user = self._store.get_user(self._user.id)
+        if user is None or not user.active:
+            return False
+        self._user = user
+        self._admin = self._admin and user.admin
+        self._grants = {r: p.scopes for r, p in self._store.repo_permissions(user.id).items()}
+        return True
+
+    def allows(self, repo_id: int, active: bool, visibility: str) -> bool:
+        if self._admin:
+            return True
+        granted = closed(set(self._grants.get(repo_id, frozenset())))
+        if not active:
+            return Scope.ADMIN in granted
+        return visibility in _OPEN_VISIBILITY or Scope.READ in granted
