@@ -11,6 +11,7 @@ import httpx
 from tests.integration.server._support import PIPELINE, FakeRunner, Harness, wait_for
 
 from bastion.client.sse import iter_events
+from bastion.rpc.messages import StepState
 
 
 class Listener:
@@ -59,3 +60,29 @@ def test_a_blocked_users_stream_ends(server: Harness) -> None:
     assert not listener.ended.is_set()
     server.admin.patch("/api/users/alice", json={"active": False}).raise_for_status()
     assert listener.ended.wait(15)
+
+
+def test_a_log_stream_ends_when_its_reader_loses_access(server: Harness) -> None:
+    checkout = server.local_repo()
+    checkout.commit({".drone.yml": PIPELINE}, "Pipeline")
+    checkout.push()
+    wait_for(server.builds)
+    runner = FakeRunner(server, "r1")
+    lease = runner.poll()
+    assert lease is not None
+    runner.step(lease, 1, StepState.RUNNING)
+    reader = server.client(server.user_token("alice"))
+    server.grant("alice", "acme/web", "read")
+    ended = threading.Event()
+
+    def follow() -> None:
+        with reader.stream("GET", "/api/stream/acme/web/1/1/1", timeout=30) as response:
+            assert response.status_code == 200
+            for _ in iter_events(response.iter_lines()):
+                pass
+        ended.set()
+
+    threading.Thread(target=follow, daemon=True).start()
+    assert not ended.wait(1)  # the step runs: the stream follows it
+    server.admin.delete("/api/repos/acme/web/permissions/alice").raise_for_status()
+    assert ended.wait(15)

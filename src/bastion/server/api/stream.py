@@ -87,10 +87,20 @@ async def stream_logs(
     def read(after: int) -> list[tuple[int, float, str]]:
         return ctx.logs.read(found_stage, found_step, after)
 
+    principal = access.principal
+    watch = StreamAccess(ctx.store, principal.user, principal.grants, admin=principal.user.admin)
+    repo = access.repo
+
     async def events() -> AsyncIterator[ServerSentEvent]:
         last = -1
         with ctx.log_wakeups.listen(found_stage.id) as listener:
             while not ctx.should_stop() and not await request.is_disconnected():
+                now = time.monotonic()
+                if watch.due(now) and (
+                    not await anyio.to_thread.run_sync(watch.refresh, now)
+                    or not watch.allows(repo.id, repo.active, repo.visibility)
+                ):
+                    return  # blocked, or no longer allowed to read the repository
                 listener.clear()
                 finished = await anyio.to_thread.run_sync(done)
                 lines = await anyio.to_thread.run_sync(read, last)
