@@ -10,7 +10,9 @@ the standard library.
 Drone aliases honoured where the meaning is the same: ``DRONE_SERVER_HOST`` / ``_PROTO`` (the
 host name and scheme used in links), ``DRONE_RPC_SECRET``, ``DRONE_DATABASE_SECRET``,
 ``DRONE_DATABASE_DRIVER`` + ``DRONE_DATABASE_DATASOURCE``, ``DRONE_TLS_CERT`` / ``_KEY``,
-``DRONE_CRON_DISABLED``, ``DRONE_GITEA_SERVER``, ``DRONE_GITLAB_SERVER``. ``DRONE_USER_CREATE``
+``DRONE_CRON_DISABLED``, ``DRONE_GITEA_SERVER``, ``DRONE_GITLAB_SERVER``, ``DRONE_GITHUB_SERVER``,
+``DRONE_{GITHUB,GITEA,GITLAB}_CLIENT_ID`` / ``_CLIENT_SECRET``, ``DRONE_USER_FILTER``,
+``DRONE_REPOSITORY_FILTER``. ``DRONE_USER_CREATE``
 is deliberately *not* honoured (registration stays closed; the bootstrap admin is created by
 the server itself): :meth:`ServerSettings.notices` says so when it is set.
 
