@@ -130,7 +130,12 @@ def build_context(
         on_credential=credential_auditor(store, audit),
     )
     scheduler = Scheduler(settings, store, builds, scheduler_wakeups, clock=clock)
-    trigger = TriggerService(settings, forges, builds, hardening, store)
+
+    def forge_head(repo: Repo, branch: str) -> str | None:
+        head = commits.client(repo.forge).branch_head(repo.owner, repo.name, branch)
+        return head.sha if head is not None else None
+
+    trigger = TriggerService(settings, forges, builds, hardening, store, forge_head)
     approvals = ApprovalService(store, builds, scheduler_wakeups, audit)
     return ServerContext(
         settings=settings,

@@ -157,5 +157,33 @@ class ForgeAccess:
         sha = result.stdout.decode("ascii", errors="replace").strip()
         return sha if result.returncode == 0 and _SHA.match(sha) else None
 
+    def on_branch(self, repo: Repo, sha: str, branch: str) -> bool:
+        """Whether commit ``sha`` is on ``branch`` of a local-forge repository: the branch's
+        head or one of its ancestors (``git merge-base --is-ancestor``)."""
+        if repo.forge != "local" or not _SHA.match(sha):
+            return False
+        head = self.branch_head(repo, branch)
+        if head is None:
+            return False
+        if head == sha:
+            return True
+        path = self.local.path(repo.owner, repo.name)
+        try:
+            result = subprocess.run(
+                ["git", f"--git-dir={path}", "merge-base", "--is-ancestor", sha, head],
+                capture_output=True,
+                stdin=subprocess.DEVNULL,
+                timeout=30,
+                check=False,
+                env={
+                    "GIT_NO_REPLACE_OBJECTS": "1",
+                    "LC_ALL": "C",
+                    "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+                },
+            )
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise ForgeError("local", f"git merge-base failed: {type(exc).__name__}") from exc
+        return result.returncode == 0
+
     def push_url(self, repo: Repo) -> Path:
         return self.local.path(repo.owner, repo.name)

@@ -98,7 +98,12 @@ def test_each_mode_holds_what_it_says(
     }
     assert {kind for kind, status in statuses.items() if status == "blocked"} == held
     # A custom build is started by someone with write access: never held for approval.
-    custom = server.admin.post(f"/api/repos/{GH}/builds", params={"commit": PUSH_SHA})
+    checkout = server.local_repo("acme", "web")
+    checkout.commit({".drone.yml": PIPELINE}, "first")
+    checkout.push()
+    wait_for(lambda: server.builds("acme/web"))
+    server.admin.patch("/api/repos/acme/web", json={"approval_mode": mode}).raise_for_status()
+    custom = server.admin.post("/api/repos/acme/web/builds", params={"branch": "main"})
     assert custom.status_code == 200, custom.text
     assert custom.json()["status"] == "pending"
 

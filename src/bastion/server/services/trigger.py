@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 
 from bastion.engine.hardening import Hardening
@@ -183,12 +183,16 @@ class TriggerService:
         builds: BuildService,
         hardening: Hardening,
         store: Store,
+        forge_head: Callable[[Repo, str], str | None] | None = None,
     ) -> None:
+        """``forge_head(repo, branch)``: the head commit of a forge repository's branch
+        (None: no such branch; ``ForgeError`` when the forge cannot be asked)."""
         self._settings = settings
         self._forges = forges
         self._builds = builds
         self._hardening = hardening
         self._store = store
+        self._forge_head = forge_head
 
     def trigger(self, repo: Repo, request: BuildRequest) -> TriggerOutcome:
         reason = self._not_built(repo, request)
@@ -283,7 +287,12 @@ class TriggerService:
 
     def custom(self, repo: Repo, *, branch: str, commit: str, by: str) -> Build:
         """A ``custom`` build of ``commit`` (default: the head of ``branch``, default: the
-        repository's default branch)."""
+        repository's default branch).
+
+        An explicit commit must be on the branch as far as the server can see: on the local
+        forge, the branch's head or an ancestor of it; on a forge, the branch's head (the
+        forge's API). Otherwise anyone with write access could run any commit — another
+        branch's, a fork's — as a build of ``main``, with the secrets limited to ``main``."""
         branch = branch or repo.default_branch
         if not _BRANCH.match(branch) or ".." in branch or branch.startswith(("-", "/")):
             raise BadRequest(f"query parameter branch: {branch[:100]!r} is not a branch name")
@@ -293,6 +302,7 @@ class TriggerService:
                     "query parameter commit: expected a full commit id (40 or 64 lower-case "
                     "hex digits)"
                 )
+            self._check_on_branch(repo, commit, branch)
             sha = commit
         elif repo.forge == "local":
             try:
@@ -330,6 +340,31 @@ class TriggerService:
         )
         new_build, stages = self.plan(repo, request)
         return self._builds.create(repo, new_build, stages)
+
+    def _check_on_branch(self, repo: Repo, sha: str, branch: str) -> None:
+        try:
+            if repo.forge == "local":
+                if not self._forges.on_branch(repo, sha, branch):
+                    raise BadRequest(
+                        f"commit {sha[:12]} is not on branch {branch!r} of {repo.slug}: give "
+                        "the branch it is on, or leave commit out to build the branch's head"
+                    )
+                return
+            if self._forge_head is None:
+                raise BadRequest(
+                    f"cannot check that commit {sha[:12]} is on branch {branch!r}: this server "
+                    f"does not call {repo.forge}'s API"
+                )
+            head = self._forge_head(repo, branch)
+        except (ForgeError, ValueError) as exc:
+            raise BadRequest(
+                f"cannot check that commit {sha[:12]} is on branch {branch!r} of {repo.slug}: {exc}"
+            ) from exc
+        if head != sha:
+            raise BadRequest(
+                f"commit {sha[:12]} is not the head of branch {branch!r} of {repo.slug} on "
+                f"{repo.forge}: custom builds of a forge repository build a branch's head"
+            )
 
     def _not_built(self, repo: Repo, request: BuildRequest) -> str:
         if request.event in _SKIP_CI_EVENTS and skip_ci(f"{request.message}\n{request.title}"):
