@@ -404,7 +404,8 @@ class Executor:
             r.finished = self.clock()
             if exit_ is not None:
                 r.exit_code = exit_.exit_code
-                r.detail = exit_.detail
+                # The backend's words (an engine error may quote the container's settings).
+                r.detail = self.masker.mask(exit_.detail) if exit_.detail else ""
                 if step.detach and self._finishing and not self._stopping:
                     # Services and detached steps end with the pipeline; that is their
                     # normal end, not a failure.

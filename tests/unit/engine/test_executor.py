@@ -4,6 +4,7 @@ tests/integration/test_exec_docker.py."""
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections.abc import Iterator
@@ -13,7 +14,7 @@ from tests.support.plans import workspace_tar
 from tests.support.reporters import Recorder
 
 from bastion.backends.fake import FakeBackend
-from bastion.engine.backend import BackendError, OutputChunk, OutputStream
+from bastion.engine.backend import BackendError, OutputChunk, OutputStream, StepExit
 from bastion.engine.compiler import CompileOptions, compile_pipeline
 from bastion.engine.executor import Executor, RunResult, StepResult
 from bastion.engine.masking import REPLACEMENT, SecretMasker
@@ -224,6 +225,23 @@ def test_secret_output_is_masked_before_the_reporter_sees_it() -> None:
     assert secret not in rec.output["leak"]
     assert "token=******** end" in rec.output["leak"]
     assert backend.started[0].env["TOKEN"] == secret
+
+
+def test_a_backend_s_exit_detail_is_masked_too() -> None:
+    secret = "s3cr3t-value-42"
+
+    class Quoting(FakeBackend):
+        # An engine whose error message quotes the container's environment.
+        def wait(self, plan: Plan, step: StepPlan) -> StepExit:
+            exit_ = super().wait(plan, step)
+            return dataclasses.replace(exit_, detail=f"died with TOKEN={secret}")
+
+    text = (
+        "kind: pipeline\nsteps:\n- name: leak\n  image: x\n  environment:\n"
+        "    TOKEN: {from_secret: token}\n    BASTION_FAKE_EXIT: '3'\n"
+    )
+    result, _, _ = run(text, secrets={"token": secret}, backend=Quoting())
+    assert result.step("leak").detail == "died with TOKEN=********"
 
 
 def test_start_failure_is_an_error_and_still_cleans_up() -> None:
