@@ -34,15 +34,23 @@ async def _rpc_ctx(request: Request) -> ServerContext:
 CtxDep = Annotated[ServerContext, Depends(_rpc_ctx)]
 
 
-def _bearer(request: Request) -> str:
+async def runner_token(request: Request) -> str:
+    """The hash of the runner token presented (401 when there is none, or it is malformed).
+    Not checked here: ``require_runner`` and ``require_lease``, which every runner endpoint
+    depends on, look it up in the store and answer 401 for an unknown or revoked one."""
     scheme, _, value = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not value.strip() or len(value) > _MAX_TOKEN_CHARS:
         raise Unauthorized("runner calls need Authorization: Bearer <runner token>")
-    return value.strip()
+    return hash_token(value.strip())
 
 
-def require_runner(request: Request, ctx: CtxDep) -> Runner:
-    runner = ctx.store.find_runner_by_token(hash_token(_bearer(request)))
+runner_token.bastion_auth = "runner"  # type: ignore[attr-defined]
+
+RunnerTokenDep = Annotated[str, Depends(runner_token)]
+
+
+def require_runner(token_hash: RunnerTokenDep, ctx: CtxDep) -> Runner:
+    runner = ctx.store.find_runner_by_token(token_hash)
     if runner is None:
         raise Unauthorized("unknown or revoked runner token")
     return runner
@@ -59,10 +67,11 @@ class LeasedStage:
     stage: Stage
 
 
-def require_lease(stage_id: int, request: Request, ctx: CtxDep) -> LeasedStage:
+def require_lease(
+    stage_id: int, request: Request, token_hash: RunnerTokenDep, ctx: CtxDep
+) -> LeasedStage:
     # The runner and its lease in one read (``store.authorize_lease``): this check runs for
     # every stage call, so it is worth one transaction rather than two.
-    token_hash = hash_token(_bearer(request))
     lease = request.headers.get(LEASE_HEADER, "")
     if not lease or len(lease) > _MAX_TOKEN_CHARS:
         lease = ""  # still look the runner up: a bad token is 401 whatever the lease
