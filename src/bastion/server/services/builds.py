@@ -1,8 +1,11 @@
 """The build state machine: the only code that changes the state of builds, stages and steps.
 
 Routes, the RPC endpoints, the scheduler and the lease reaper call these methods; nothing
-else calls ``store.update_build`` / ``update_stage`` / ``upsert_step``. After every change of
-a stage, :meth:`BuildService.advance` settles the build:
+else calls ``store.update_build`` / ``update_stage`` / ``upsert_step`` / ``finish_stage``.
+After a change of a stage that can matter, :meth:`BuildService.advance` settles the build (a
+lease only makes the build ``running`` on its first one, in the lease's own transaction; a
+stage's end settles it when the statuses read in the end's transaction show a waiting stage,
+every stage done, or a build not yet running):
 
 1. **Dependants.** A stage ``waiting_on_dependencies`` whose dependencies are all done becomes
    ``pending`` when the rule of its ``trigger.status`` holds (``on_success`` when none of them
@@ -22,7 +25,8 @@ cancelled build, ``error`` otherwise).
 
 Transitions of one process are serialised by a lock, so two stages finishing at once cannot
 both promote (or both skip) the same dependant. Several server processes on one PostgreSQL
-database may still race here; the lease itself (``store.lease_stage``) is atomic everywhere.
+database may still race in ``advance``; the lease (``store.take_stage``) and a stage's end
+(``store.finish_stage``, which locks the build's row on PostgreSQL) are atomic everywhere.
 """
 
 from __future__ import annotations

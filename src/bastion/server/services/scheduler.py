@@ -6,6 +6,8 @@ A runner's poll (``POST /rpc/v1/request``) waits up to its ``wait`` (at most the
 with ``store.take_stage``, a compare-and-set in the database, so of any number of runners
 (in any number of server processes) exactly one gets a stage. The lease id is random, shown
 to the runner once and stored hashed; it expires ``lease_seconds`` after the last heartbeat.
+The reply carries the stage's details too when the endpoint passes ``details`` (runner
+protocol 2): made in the same worker thread, right after the lease.
 
 Waiting: in-process, services wake the pollers when a stage becomes pending; in addition
 every poller re-reads the store at least every ``requery_interval`` (1 s), which is how
