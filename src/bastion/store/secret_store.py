@@ -26,7 +26,8 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import CursorResult, delete, exists, or_, select, update
+from sqlalchemy import CursorResult, bindparam, delete, exists, or_, select, update
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from bastion.crypto import DecryptError
@@ -95,6 +96,20 @@ def normal_filters(filters: SecretFilters) -> SecretFilters:
     )
 
 
+_HAS_SECRETS = select(
+    or_(
+        exists().where(RepoSecretRow.repo_id == bindparam("p_repo_id")),
+        exists().where(
+            or_(
+                SharedSecretRow.scope == "global",
+                (SharedSecretRow.scope == "org")
+                & (SharedSecretRow.namespace == bindparam("p_namespace")),
+            )
+        ),
+    )
+)
+
+
 class SecretStore:
     """Secrets in ``repo_secrets`` and ``shared_secrets`` (migration 0003)."""
 
@@ -106,6 +121,8 @@ class SecretStore:
         ) -> AbstractContextManager[Session]: ...
 
         def _now(self) -> int: ...
+
+        def _core(self, *, write: bool = False) -> AbstractContextManager[Connection]: ...
 
         def _insert(self, model: Any) -> postgresql.Insert | sqlite.Insert: ...
 
@@ -356,20 +373,14 @@ class SecretStore:
     # -- delivery ------------------------------------------------------------------------------
 
     def has_secrets_for(self, repo_id: int, namespace: str) -> bool:
-        """Whether any scope holds a secret a build of this repository could receive."""
-        query = select(
-            or_(
-                exists().where(RepoSecretRow.repo_id == repo_id),
-                exists().where(
-                    or_(
-                        SharedSecretRow.scope == "global",
-                        (SharedSecretRow.scope == "org") & (SharedSecretRow.namespace == namespace),
-                    )
-                ),
-            )
-        )
-        with self._tx() as session:
-            return bool(session.scalar(query))
+        """Whether any scope holds a secret a build of this repository could receive. Asked
+        for every stage leased: a prebuilt statement on a plain connection (see
+        ``store/_hot.py`` for why), not an ORM session."""
+        with self._core() as connection:
+            found = connection.execute(
+                _HAS_SECRETS, {"p_repo_id": repo_id, "p_namespace": namespace}
+            ).scalar()
+        return bool(found)
 
     def find_secrets(
         self, repo_id: int, namespace: str, names: Iterable[str] | None

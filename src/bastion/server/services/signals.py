@@ -61,7 +61,13 @@ class Wakeups:
                     del self._listeners[key]
 
     def notify(self, key: Hashable) -> None:
-        """Wake the listeners on ``key``; safe from any thread, a no-op before ``bind``."""
+        """Wake the listeners on ``key``; safe from any thread, a no-op before ``bind``.
+
+        With nobody listening on ``key`` nothing is scheduled on the loop (the common case
+        on the scheduler's hot path). That loses no wake-up: a listener registers before it
+        looks at the store, so one that registers after this check sees the change itself."""
+        if key not in self._listeners:
+            return
         call_on_loop(self._loop, self._wake, key)
 
     def notify_all(self) -> None:
