@@ -158,9 +158,11 @@ def free_port() -> int:
 
 
 def measure_server(
-    tmp: Path, settle: float, samples: int, requests: int
+    tmp: Path, settle: float, samples: int, requests: int, run: int = 1
 ) -> tuple[Memory, Memory, float]:
-    """(idle after one call, after ``requests`` more calls, seconds to /healthz)."""
+    """(idle after one call, after ``requests`` more calls, seconds to /healthz). ``run`` 2
+    starts the server again on the data directory of run 1: a restart, with nothing to
+    migrate."""
     bastion = Path(sys.executable).with_name("bastion")
     port = free_port()
     data = tmp / "data"
@@ -194,13 +196,14 @@ def measure_server(
             time.sleep(settle)
             idle = settled(process.pid, samples)
 
-            client.post("/api/repos", json={"owner": "bench", "name": "rss"}).raise_for_status()
-            client.post("/api/runners", json={"name": "bench-rss"}).raise_for_status()
+            repo = f"rss{run}"
+            client.post("/api/repos", json={"owner": "bench", "name": repo}).raise_for_status()
+            client.post("/api/runners", json={"name": f"bench-rss{run}"}).raise_for_status()
             paths = [
                 "/api/user",
                 "/api/repos",
-                "/api/repos/bench/rss",
-                "/api/repos/bench/rss/builds",
+                f"/api/repos/bench/{repo}",
+                f"/api/repos/bench/{repo}/builds",
                 "/api/users",
                 "/api/runners",
                 "/version",
@@ -238,6 +241,7 @@ def main(argv: list[str] | None = None) -> int:
         imports = baseline("import bastion.server.app", args.settle, args.samples)
         with tempfile.TemporaryDirectory(prefix="bastion-bench-") as tmp:
             idle, busy, ready = measure_server(Path(tmp), args.settle, args.samples, args.requests)
+            again, _, _ = measure_server(Path(tmp), args.settle, args.samples, 1, run=2)
     except Exception as exc:
         print(f"benchmark failed: {exc}", file=sys.stderr)
         return 1
@@ -251,6 +255,7 @@ def main(argv: list[str] | None = None) -> int:
     print(imports.row("python + bastion.server.app imported", bare))
     print(idle.row("bastion server, idle (after 1 API call)", bare))
     print(busy.row(f"bastion server, after {args.requests} more API calls", bare))
+    print(again.row("bastion server restarted (nothing to migrate), idle", bare))
     print(
         f"\nserver idle - libraries baseline: {(idle.rss - libs.rss) / MB:+.1f} MB; "
         f"server idle - its imports: {(idle.rss - imports.rss) / MB:+.1f} MB; "

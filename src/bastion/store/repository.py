@@ -175,6 +175,8 @@ class Store(
     def migrate(self) -> None:
         """Alembic ``upgrade head``; safe to call on every start, also by several processes at
         once on PostgreSQL (an advisory lock makes them take turns)."""
+        if self.schema_revision() == migrate.shipped_head():
+            return  # nothing to do, and Alembic stays unimported (see bastion.store.migrate)
         with _MIGRATING, self._serialised(), self._wrap(), self._engine.connect() as connection:
             connection.execution_options(**{WRITE_OPTION: True})  # applies in place
             with connection.begin():

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import stat
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -15,7 +17,7 @@ from tests.integration.store.conftest import SECRET_KEY
 from bastion.crypto import hash_token
 from bastion.store import Conflict, Store, StoreError
 from bastion.store.engine import create_engine, normalize_url
-from bastion.store.migrate import MIGRATIONS_DIR, head_revision, next_revision_id
+from bastion.store.migrate import MIGRATIONS_DIR, head_revision, next_revision_id, shipped_head
 from bastion.store.types import NewBuild
 
 
@@ -153,3 +155,28 @@ def test_migrations_ship_inside_the_package() -> None:
     assert head_revision() == "0010"
     assert next_revision_id() == "0011"
     assert not os.path.exists(MIGRATIONS_DIR / "alembic.ini")
+
+
+def test_the_shipped_head_is_alembics_head() -> None:
+    assert shipped_head() == head_revision()
+
+
+def test_a_database_at_the_head_is_opened_without_importing_alembic(tmp_path: Path) -> None:
+    """Alembic costs a server ≈ 11 MB; a restart with nothing to migrate must not load it.
+    Checked in fresh interpreters: this test process has imported Alembic long ago."""
+    url = f"sqlite:///{tmp_path / 'b.db'}"
+    script = (
+        "import sys\n"
+        "from bastion.store import Store\n"
+        f"store = Store({url!r}, secret_key=bytes.fromhex({SECRET_KEY.hex()!r}))\n"
+        "store.migrate()\n"
+        "print(store.schema_revision(), 'alembic' in sys.modules)\n"
+    )
+    first = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert first.stdout.split() == [head_revision(), "True"]  # a new database: migrated
+    second = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert second.stdout.split() == [head_revision(), "False"]
