@@ -447,9 +447,7 @@ class ForgeAccountRow(Base):
     __table_args__ = (UniqueConstraint("forge", "forge_user_id"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    user_id: Mapped[int] = mapped_column(
-        ForeignKey("users.id", ondelete="CASCADE"), unique=True
-    )
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), unique=True)
     forge: Mapped[str] = mapped_column(String(32))
     forge_user_id: Mapped[str] = mapped_column(String(NAME))
     forge_login: Mapped[str] = mapped_column(String(NAME))

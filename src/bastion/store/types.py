@@ -402,7 +402,9 @@ class RekeyReport:
     def remaining(self) -> int:
         """Rows not under the current key before the run (all of them still, for a dry run)."""
         return sum(
-            n for per_key in self.keys.values() for kid, n in per_key.items()
+            n
+            for per_key in self.keys.values()
+            for kid, n in per_key.items()
             if kid != self.current_key_id
         )
 

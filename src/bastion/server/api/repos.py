@@ -159,13 +159,13 @@ def update_repo(body: RepoPatch, access: RepoWrite, ctx: CtxDep) -> RepoOut:
         body.prevent_self_approval is not None
         and body.prevent_self_approval != access.repo.prevent_self_approval,
     )
-    if body.timeout is not None and body.timeout > ctx.settings.timeout_max:
-        if not access.principal.admin:
-            raise Forbidden(
-                f"timeout {body.timeout} min is above the server's maximum of "
-                f"{ctx.settings.timeout_max} min (BASTION_TIMEOUT_MAX): only a system "
-                "administrator may set a longer one"
-            )
+    too_long = body.timeout is not None and body.timeout > ctx.settings.timeout_max
+    if too_long and not access.principal.admin:
+        raise Forbidden(
+            f"timeout {body.timeout} min is above the server's maximum of "
+            f"{ctx.settings.timeout_max} min (BASTION_TIMEOUT_MAX): only a system "
+            "administrator may set a longer one"
+        )
     if any(reviewing):
         # These decide what runs unreviewed and who reviews it: the same access as approving
         # a configuration (repository administrators).
