@@ -239,9 +239,18 @@ def heartbeat(leased: LeaseDep, ctx: CtxDep) -> HeartbeatReply:
     return HeartbeatReply(cancel=cancel, expires_in=expires_in)
 
 
+def _masked_step(ctx: ServerContext, stage: Stage, update: StepUpdate) -> StepUpdate:
+    """The runner masks a step's error text; the server masks it again before storing it,
+    as it does log lines (an error may quote what a step printed). Empty texts, the common
+    case, cost nothing."""
+    if not update.detail:
+        return update
+    return update.model_copy(update={"detail": ctx.secrets.masker(stage).mask(update.detail)})
+
+
 @router.post(PATH_STEPS, status_code=204)
 def update_step(update: StepUpdate, leased: LeaseDep, ctx: CtxDep) -> Response:
-    ctx.builds.update_step(leased.stage, update)
+    ctx.builds.update_step(leased.stage, _masked_step(ctx, leased.stage, update))
     return Response(status_code=204)
 
 
@@ -261,7 +270,15 @@ def upload_logs(batch: LogBatch, leased: LeaseDep, ctx: CtxDep) -> Response:
 
 @router.post(PATH_COMPLETE, status_code=204)
 def complete_stage(result: StageResult, leased: LeaseDep, ctx: CtxDep) -> Response:
-    ctx.builds.complete_stage(leased.stage, result)
+    stage = leased.stage
+    if result.error or any(step.detail for step in result.steps):
+        result = result.model_copy(
+            update={
+                "error": ctx.secrets.masker(stage).mask(result.error) if result.error else "",
+                "steps": [_masked_step(ctx, stage, step) for step in result.steps],
+            }
+        )
+    ctx.builds.complete_stage(stage, result)
     return Response(status_code=204)
 
 
