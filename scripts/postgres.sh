@@ -187,6 +187,13 @@ elif [ -n "$new_password" ] || ! PGPASSWORD="$password" "$BINDIR/psql" -X -q -w 
   psql_admin -c "ALTER ROLE $ROLE LOGIN CREATEDB PASSWORD '$password'"
 fi
 
+# The tests drop their throwaway databases WITH (FORCE); an autovacuum worker that happens to
+# be in one then needs terminating too, which takes pg_signal_backend (not superuser).
+if [ "$(psql_admin -tA -c "SELECT 1 FROM pg_auth_members m JOIN pg_roles r ON r.oid = m.member \
+    JOIN pg_roles g ON g.oid = m.roleid WHERE r.rolname = '$ROLE' AND g.rolname = 'pg_signal_backend'")" != 1 ]; then
+  psql_admin -c "GRANT pg_signal_backend TO $ROLE"
+fi
+
 if [ "$(psql_admin -tA -c "SELECT 1 FROM pg_database WHERE datname = '$DATABASE'")" != 1 ]; then
   log "creating database $DATABASE"
   psql_admin -c "CREATE DATABASE $DATABASE OWNER $ROLE"

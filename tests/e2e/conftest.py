@@ -16,17 +16,14 @@ as one-line messages), and so does a token or secret in it (``Stack.leaks``).
 from __future__ import annotations
 
 import os
-import secrets
 import subprocess
 from collections.abc import Generator, Iterator
 from pathlib import Path
 
 import docker
-import psycopg
 import pytest
-from psycopg import sql
-from sqlalchemy import make_url
 from tests.e2e._support import Stack
+from tests.support.throwaway_db import throwaway_database
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -105,16 +102,5 @@ def postgres_admin_url() -> str:
 @pytest.fixture
 def postgres_url(postgres_admin_url: str) -> Iterator[str]:
     """A new, empty database for this test alone (dropped afterwards, open connections too)."""
-    admin = make_url(postgres_admin_url)
-    # psycopg takes the libpq form of the URL, without SQLAlchemy's "+psycopg".
-    conninfo = admin.set(drivername="postgresql").render_as_string(hide_password=False)
-    name = f"bastion_e2e_{secrets.token_hex(6)}"
-    with psycopg.connect(conninfo, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    try:
-        yield admin.set(database=name).render_as_string(hide_password=False)
-    finally:
-        with psycopg.connect(conninfo, autocommit=True) as conn:
-            conn.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-            )
+    with throwaway_database(postgres_admin_url, "bastion_e2e_") as url:
+        yield url

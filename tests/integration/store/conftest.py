@@ -8,16 +8,13 @@ end-to-end tests as they are.
 from __future__ import annotations
 
 import os
-import secrets
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
-import psycopg
 import pytest
-from psycopg import sql
-from sqlalchemy import make_url
 from tests.integration.store.helpers import FakeClock
+from tests.support.throwaway_db import throwaway_database
 
 from bastion.store import Store
 
@@ -54,19 +51,8 @@ def postgres_admin_url() -> str:
 @pytest.fixture
 def postgres_url(postgres_admin_url: str) -> Iterator[str]:
     """A new, empty database for this test alone (dropped afterwards, open connections too)."""
-    admin = make_url(postgres_admin_url)
-    # psycopg takes the libpq form of the URL, without SQLAlchemy's "+psycopg".
-    conninfo = admin.set(drivername="postgresql").render_as_string(hide_password=False)
-    name = f"bastion_t_{secrets.token_hex(6)}"
-    with psycopg.connect(conninfo, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    try:
-        yield admin.set(database=name).render_as_string(hide_password=False)
-    finally:
-        with psycopg.connect(conninfo, autocommit=True) as conn:
-            conn.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-            )
+    with throwaway_database(postgres_admin_url, "bastion_t_") as url:
+        yield url
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
