@@ -1,10 +1,11 @@
 """``AuditLog``: the one way server code records an audit event (``ctx.audit``).
 
 Kinds are dotted names, the first part naming the subject: ``secret.created``,
-``secret.delivered``, ``secret.rekey``, ``log.credential_detected``... Events carry names and
-numbers, never a secret value: ``detail`` accepts only short scalars (and lists of them), and
-strings longer than ``MAX_DETAIL_TEXT`` are cut, so a value passed by mistake is at least not
-stored whole (callers must still never pass one; the tests grep the table for values).
+``secret.delivered``, ``secret.rekey``, ``credential.detected``, ``build.approved``,
+``auth.lockout``... Events carry names and numbers, never a secret value: ``detail``
+accepts only short scalars (and lists of them), and strings longer than ``MAX_DETAIL_TEXT``
+are cut, so a value passed by mistake is at least not stored whole (callers must still never
+pass one; the tests grep the table for values).
 
 Failure policy. ``record`` never raises for a database failure: it logs the event's metadata
 at ERROR on the ``bastion.audit`` logger (so the event survives in the server log) and returns.
