@@ -322,6 +322,35 @@ class LocalForge:
             timestamp=int(when) if when.isdigit() else 0,
         )
 
+    def branch_head(self, owner: str, name: str, branch: str) -> str | None:
+        """The commit at the tip of ``branch``; None when there is no such branch (or no such
+        repository). The name is passed after ``--end-of-options`` and as a full ref, so it
+        can neither be an option nor match anything but a branch."""
+        result = self._git(
+            self.path(owner, name),
+            "rev-parse",
+            "--verify",
+            "--quiet",
+            "--end-of-options",
+            f"refs/heads/{branch}^{{commit}}",
+            check=False,
+        )
+        sha = result.stdout.decode("ascii", errors="replace").strip()
+        return sha if result.returncode == 0 and is_hex_sha(sha) else None
+
+    def on_branch(self, owner: str, name: str, sha: str, branch: str) -> bool:
+        """Whether commit ``sha`` is on ``branch``: its head or one of its ancestors."""
+        head = self.branch_head(owner, name, branch)
+        if head is None:
+            return False
+        if head == sha:
+            return True
+        repo = self.path(owner, name)
+        ancestor = self._git(
+            repo, "merge-base", "--is-ancestor", _check_sha(sha), head, check=False
+        )
+        return ancestor.returncode == 0
+
     def enrich(self, event: HookEvent) -> HookEvent:
         """``event`` with what only the repository knows: the commit message and author,
         and for an annotated tag the commit it points to as ``after``."""

@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import os
 import re
-import subprocess
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -126,64 +124,17 @@ class ForgeAccess:
 
     def branch_head(self, repo: Repo, branch: str) -> str | None:
         """The commit at the tip of ``branch`` of a local-forge repository; None if there is
-        no such branch. The name is passed after ``--end-of-options`` and as a full ref, so
-        it can neither be an option nor match anything but a branch."""
+        no such branch (and for other forges: ask their API)."""
         if repo.forge != "local":
             return None
-        path = self.local.path(repo.owner, repo.name)
-        try:
-            result = subprocess.run(
-                [
-                    "git",
-                    f"--git-dir={path}",
-                    "rev-parse",
-                    "--verify",
-                    "--quiet",
-                    "--end-of-options",
-                    f"refs/heads/{branch}^{{commit}}",
-                ],
-                capture_output=True,
-                stdin=subprocess.DEVNULL,
-                timeout=30,
-                check=False,
-                env={
-                    "GIT_NO_REPLACE_OBJECTS": "1",
-                    "LC_ALL": "C",
-                    "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-                },
-            )
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            raise ForgeError("local", f"git rev-parse failed: {type(exc).__name__}") from exc
-        sha = result.stdout.decode("ascii", errors="replace").strip()
-        return sha if result.returncode == 0 and _SHA.match(sha) else None
+        return self.local.branch_head(repo.owner, repo.name, branch)
 
     def on_branch(self, repo: Repo, sha: str, branch: str) -> bool:
         """Whether commit ``sha`` is on ``branch`` of a local-forge repository: the branch's
-        head or one of its ancestors (``git merge-base --is-ancestor``)."""
+        head or one of its ancestors."""
         if repo.forge != "local" or not _SHA.match(sha):
             return False
-        head = self.branch_head(repo, branch)
-        if head is None:
-            return False
-        if head == sha:
-            return True
-        path = self.local.path(repo.owner, repo.name)
-        try:
-            result = subprocess.run(
-                ["git", f"--git-dir={path}", "merge-base", "--is-ancestor", sha, head],
-                capture_output=True,
-                stdin=subprocess.DEVNULL,
-                timeout=30,
-                check=False,
-                env={
-                    "GIT_NO_REPLACE_OBJECTS": "1",
-                    "LC_ALL": "C",
-                    "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-                },
-            )
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            raise ForgeError("local", f"git merge-base failed: {type(exc).__name__}") from exc
-        return result.returncode == 0
+        return self.local.on_branch(repo.owner, repo.name, sha, branch)
 
     def push_url(self, repo: Repo) -> Path:
         return self.local.path(repo.owner, repo.name)
