@@ -29,10 +29,11 @@ from bastion.cli.output import (
     yes_no,
 )
 from bastion.cli.remote import CaCertOption, InsecureOption, ServerOption, connect, failures
-from bastion.rpc.api import EnvironmentIn, EnvironmentOut
+from bastion.rpc.api import PARAM_NAME_PATTERN, TARGET_PATTERN, EnvironmentIn, EnvironmentOut
 
-_TARGET = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-_PARAM = re.compile(r"^([A-Za-z_][A-Za-z0-9_]{0,63})=(.*)$", re.DOTALL)
+_TARGET = re.compile(TARGET_PATTERN)
+# KEY=VALUE, KEY a parameter name (the pattern without its anchors).
+_PARAM = re.compile(f"^({PARAM_NAME_PATTERN[1:-1]})=(.*)$", re.DOTALL)
 
 env_app = typer.Typer(
     help="Deployment environments: which branches may be promoted to a target, who approves.",

@@ -512,11 +512,17 @@ class PermissionPut(Request):
     scopes: list[Literal["read", "write", "admin"]] = Field(max_length=3)
 
 
+# A deployment target (environment) and a deployment parameter's name, as the server checks
+# them and the CLI checks them before sending.
+TARGET_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+PARAM_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,63}$"
+
+
 class EnvironmentIn(Request):
     """``POST /api/repos/{owner}/{name}/environments`` (repository admins): create or replace
     a deployment environment's rules."""
 
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+    name: str = Field(pattern=TARGET_PATTERN)
     branches: list[str] = Field(default_factory=list, max_length=50)
     approval: bool = True
     approvers: list[str] = Field(default_factory=list, max_length=100)

@@ -42,6 +42,7 @@ from dataclasses import dataclass, field, replace
 
 from bastion.engine.hardening import Hardening
 from bastion.policy.trust import review_pipeline
+from bastion.rpc.api import PARAM_NAME_PATTERN, TARGET_PATTERN
 from bastion.scm.errors import ForgeError
 from bastion.scm.events import HookEvent
 from bastion.scm.webhooks import skip_ci
@@ -75,8 +76,8 @@ _SKIP_CI_EVENTS = frozenset({"push", "pull_request"})
 _SHA = re.compile(r"^[0-9a-f]{40}(?:[0-9a-f]{24})?$")
 _BRANCH = re.compile(r"^[A-Za-z0-9._/-]{1,255}$")
 _MAX_ERROR_CHARS = 8000
-_TARGET = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-_PARAM = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+_TARGET = re.compile(TARGET_PATTERN)
+_PARAM = re.compile(PARAM_NAME_PATTERN)
 _MAX_PARAM = 4096
 _RESERVED_PARAM_PREFIXES = ("DRONE_", "CI_")
 _SUPERSEDE_WINDOW = 50  # how many recent builds auto-cancel looks at
