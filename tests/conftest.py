@@ -10,6 +10,7 @@ import os
 import socket
 import urllib.parse
 from collections.abc import Callable, Iterator
+from typing import NoReturn
 
 import docker
 import docker.errors
@@ -45,29 +46,37 @@ def _engine_unreachable() -> str:
     return ""
 
 
+def _no_docker(reason: str) -> NoReturn:
+    """Skip with the reason on a developer's machine; fail in CI, where scripts/test.sh
+    starts the engine and builds the images, so a missing one is a broken run."""
+    if os.environ.get("CI"):
+        pytest.fail(f"Docker is required in CI: {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
 @pytest.fixture(scope="session")
 def docker_client() -> Iterator[docker.DockerClient]:
-    """A client of the local Docker engine; tests are skipped, with the reason, when there
-    is no engine or the local images are missing (no registry is reachable to pull them).
-    The client is closed on every path, a skip included."""
+    """A client of the local Docker engine; tests are skipped (failed in CI), with the reason,
+    when there is no engine or the local images are missing (no registry is reachable to
+    pull them). The client is closed on every path, a skip included."""
     unreachable = _engine_unreachable()
     if unreachable:
-        pytest.skip(f"no Docker engine ({unreachable}): scripts/docker-engine.sh starts one")
+        _no_docker(f"no Docker engine ({unreachable}): scripts/docker-engine.sh starts one")
     try:
         client = docker.from_env()
     except docker.errors.DockerException as exc:
-        pytest.skip(f"no Docker engine ({exc}): scripts/docker-engine.sh starts one")
+        _no_docker(f"no Docker engine ({exc}): scripts/docker-engine.sh starts one")
     try:
         client.ping()
     except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
         client.close()
-        pytest.skip(f"no Docker engine ({exc}): scripts/docker-engine.sh starts one")
+        _no_docker(f"no Docker engine ({exc}): scripts/docker-engine.sh starts one")
     for image in (BUSYBOX, PYTHON):
         try:
             client.images.get(image)
         except docker.errors.ImageNotFound:
             client.close()
-            pytest.skip(f"image {image} is missing: scripts/images.sh builds it")
+            _no_docker(f"image {image} is missing: scripts/images.sh builds it")
     yield client
     client.close()
 
