@@ -129,3 +129,19 @@ def test_a_short_key_is_refused() -> None:
         compute_signature(CONFIG, b"short")
     with pytest.raises(SignatureKeyError):
         sign_config(CONFIG, b"x" * 31)
+
+
+def test_the_signature_is_compared_in_constant_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    import bastion.crypto.config_signature as module
+
+    calls: list[tuple[bytes, bytes]] = []
+    real = hmac.compare_digest
+
+    def spy(a: bytes, b: bytes) -> bool:
+        calls.append((a, b))
+        return real(a, b)
+
+    monkeypatch.setattr(module.hmac, "compare_digest", spy)
+    signed = sign_config(CONFIG, KEY)
+    assert verify_signature(signed, KEY)
+    assert calls == [(compute_signature(CONFIG, KEY).encode(),) * 2]
