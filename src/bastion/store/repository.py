@@ -175,12 +175,16 @@ class Store(
     def migrate(self) -> None:
         """Alembic ``upgrade head``; safe to call on every start, also by several processes at
         once on PostgreSQL (an advisory lock makes them take turns)."""
-        if self.schema_revision() == migrate.shipped_head():
-            return  # nothing to do, and Alembic stays unimported (see bastion.store.migrate)
-        with _MIGRATING, self._serialised(), self._wrap(), self._engine.connect() as connection:
-            connection.execution_options(**{WRITE_OPTION: True})  # applies in place
-            with connection.begin():
-                migrate.upgrade(connection)
+        with _MIGRATING:
+            # Inside the lock, so threads of one process check and migrate one at a time, as
+            # before the check existed (concurrent first connections to a new SQLite file
+            # can otherwise collide while it switches to WAL).
+            if self.schema_revision() == migrate.shipped_head():
+                return  # nothing to do, and Alembic stays unimported (see bastion.store.migrate)
+            with self._serialised(), self._wrap(), self._engine.connect() as connection:
+                connection.execution_options(**{WRITE_OPTION: True})  # applies in place
+                with connection.begin():
+                    migrate.upgrade(connection)
 
     def schema_revision(self) -> str | None:
         """The Alembic revision the database is at; None before the first ``migrate``."""
